@@ -1,0 +1,109 @@
+"""Data-parallel plumbing: one process per GPU (or CPU process), started by ``torchrun``.
+
+Instead of wrapping the networks in ``DistributedDataParallel`` the loop all-reduces the
+gradients itself after each phase (the official StyleGAN/EG3D scheme): the R1 penalty needs a
+double backward through D, and the G and D phases run different sub-graphs, both of which DDP's
+bucketed hooks handle poorly. Every rank starts from rank 0's weights, averages gradients and
+therefore keeps bit-identical weights. NCCL on CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group described by torchrun's env vars (RANK, WORLD_SIZE, ...).
+
+    Without those variables (or WORLD_SIZE=1) this is a single process and nothing is set up.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    dev = pick_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return DistInfo(rank, world, local_rank, dev)
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_module(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers to every rank."""
+    if not info.active:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=src)
+
+
+def reduce_gradients(params, info: DistInfo) -> None:
+    """Average gradients over ranks; NaN -> 0 and +-inf -> +-1e5 (official sanitising)."""
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.flatten() for p in params])
+    if info.active:
+        dist.all_reduce(flat)
+        flat /= info.world
+    torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
+def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """All-reduce mean of a tensor (for logging)."""
+    value = value.detach().clone()
+    if info.active:
+        dist.all_reduce(value)
+        value /= info.world
+    return value
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's ``obj`` (picklable), in rank order; [obj] in a single process."""
+    if not info.active:
+        return [obj]
+    out = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(info: DistInfo) -> None:
+    if info.active:
+        dist.barrier()

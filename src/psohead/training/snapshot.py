@@ -1,0 +1,89 @@
+"""Training snapshots: one file with everything needed to continue a run, written atomically.
+
+A snapshot is a ``torch.save`` dict of plain data and tensors (no pickled classes), read back
+with ``weights_only=True`` so that loading one never executes code:
+
+    format, G_config, D_config, options, G, G_ema, D (state dicts), opt_G, opt_D (optimiser
+    state dicts), rng (python, numpy, torch, cuda states), progress (cur_nimg, cur_tick, ...).
+
+Writing goes to ``<name>.tmp-<pid>`` in the same folder, is flushed to disk and then renamed,
+so a crash (even SIGKILL) leaves either the old snapshot or the new one, never a torn file.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+
+FORMAT = "psohead-train-snapshot/1"
+LATEST = "snapshot-latest.pt"
+
+
+def atomic_torch_save(obj, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_snapshot(path, state: dict) -> Path:
+    """Write a training state dict (see module docstring) atomically."""
+    return atomic_torch_save({"format": FORMAT, **state}, path)
+
+
+def load_snapshot(path) -> dict:
+    """Read a snapshot written by :func:`save_snapshot` (tensors on CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"snapshot {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError for torn files
+        raise CheckpointError(f"snapshot {path}: unreadable ({type(err).__name__}: {str(err)[:120]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"snapshot {path}: not a psohead training snapshot ({FORMAT})")
+    return state
+
+
+def find_latest(run_dir) -> Path | None:
+    """The run folder's latest snapshot, or None."""
+    path = Path(run_dir) / LATEST
+    return path if path.is_file() else None
+
+
+def capture_rng() -> dict:
+    """Python, numpy, torch (and CUDA) global RNG states as plain data."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                  int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
