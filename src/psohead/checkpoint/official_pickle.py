@@ -231,6 +231,14 @@ class _SnapshotUnpickler(pickle.Unpickler):
         raise CheckpointError(f"pickle has an unknown persistent id {str(pid)[:80]!r}")
 
 
+def restricted_load(f):
+    """Unpickle the seekable binary file ``f`` into inert data, or raise before running anything."""
+    start = f.tell()
+    scan_globals(f)
+    f.seek(start)
+    return _SnapshotUnpickler(f).load()
+
+
 @dataclass
 class OfficialNetwork:
     """One network of a snapshot, as plain data."""
@@ -321,9 +329,7 @@ def read_official_pickle(path: str | os.PathLike, keys=NETWORK_KEYS) -> Official
             raise CheckpointError(f"{path}: not a pickle file (official snapshots start with a PROTO opcode)")
         f.seek(0)
         try:
-            scan_globals(f)
-            f.seek(0)
-            top = _SnapshotUnpickler(f).load()
+            top = restricted_load(f)
         except CheckpointError as err:
             raise type(err)(f"{path}: {err}") from None
         except Exception as err:  # truncated, garbled or structurally wrong pickle
