@@ -43,7 +43,7 @@ def filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     return int(f.shape[-1]), int(f.shape[0])
 
 
-def setup_filter(f, device: torch.device | str = "cpu", normalize: bool = True,
+def setup_filter(f, device: torch.device | str | None = None, normalize: bool = True,
                  flip_filter: bool = False, gain: float = 1, separable: bool | None = None) -> torch.Tensor:
     """Turn a list of taps into the filter tensor upfirdn2d expects.
 
@@ -65,7 +65,8 @@ def setup_filter(f, device: torch.device | str = "cpu", normalize: bool = True,
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
     f = f * (gain ** (f.ndim / 2))
-    return f.to(device=device)
+    # device None keeps the default device (so modules can be built on the meta device).
+    return f if device is None else f.to(device=device)
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Pair = 1, down: Pair = 1, padding: Pair = 0,
