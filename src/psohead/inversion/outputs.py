@@ -1,0 +1,148 @@
+"""Everything a reconstruction writes, into a hidden partial folder that is renamed when complete.
+
+A run killed half-way leaves only ``.<name>.partial-XXXX`` (never a folder named like the
+requested one); a rerun replaces an existing output folder only once the new one is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..camera import format_label
+from .imageio import to_uint8
+
+VIEW_YAWS_DEG = (0, 45, 90, 135, 180, 225, 270, 315)
+OUTPUT_FILES = ("crop.png", "label.json", "views.png", "front.png", "back.png", "turntable.mp4", "head.ply",
+                "head.obj", "head.glb", "latent.safetensors", "generator.safetensors", "report.html",
+                "reconstruction.json")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty hidden sibling folder; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _side_by_side(*images: np.ndarray) -> np.ndarray:
+    h = max(i.shape[0] for i in images)
+    return np.concatenate([i if i.shape[0] == h else np.asarray(Image.fromarray(i).resize((h, h)))
+                           for i in images], 1)
+
+
+def _downsample(values: list[float], n: int = 400) -> list[float]:
+    if len(values) <= n:
+        return values
+    idx = np.linspace(0, len(values) - 1, n).round().astype(int)
+    return [values[i] for i in idx]
+
+
+def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: bool = True) -> Path:
+    """Write every output of ``rec`` (a Reconstruction) into ``out``; returns the folder."""
+    from ..export.latent import save_latent
+    from ..export.mesh import extract_mesh, sample_density, write_mesh
+    from ..export.report import write_report
+    from ..export.video import write_turntable
+    from ..export.views import render_views, save_grid, save_image
+
+    cfg = rec.preset
+    out = Path(out)
+    timings = {}
+    with atomic_dir(out) as tmp:
+        G, ws, delta = rec.G, rec.ws, rec.delta.to(rec.ws.device)
+        t = time.perf_counter()
+        rec.crop.save(tmp / "crop.png")
+        if rec.mask is not None:
+            rec.mask.save(tmp / "mask.png")
+        (tmp / "label.json").write_text(json.dumps({"label": format_label(rec.label[0]),
+                                                    "delta": rec.delta[0].tolist()}, indent=1) + "\n")
+        views = render_views(G, ws, [math.radians(a) for a in VIEW_YAWS_DEG], delta=delta,
+                             batch_size=cfg.render_batch, deterministic=True)
+        save_grid(views, tmp / "views.png", cols=4, captions=[f"yaw {a}" for a in VIEW_YAWS_DEG])
+        front_render = to_uint8(rec.render(rec.render_label))[0]
+        crop = np.asarray(rec.crop.resize(front_render.shape[1::-1]))
+        save_image(_side_by_side(crop, front_render), tmp / "front.png")
+        back_render = to_uint8(rec.render(rec.back_label()))[0]
+        panels = [to_uint8(rec.pivot_back)[0]]
+        panels += [to_uint8(v.image)[0] for v in rec.views if v.name == "back" and v.source != "prior"]
+        save_image(_side_by_side(*panels, back_render), tmp / "back.png")
+        timings["views"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        write_turntable(G, ws, tmp / "turntable.mp4", frames=cfg.video_frames, fps=cfg.video_fps, delta=delta,
+                        batch_size=cfg.render_batch, progress=progress)
+        timings["video"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        grid = sample_density(G, ws, cfg.mesh_resolution, progress=progress)
+        mesh = extract_mesh(G, ws, grid=grid, progress=progress)
+        for ext in ("ply", "obj", "glb"):
+            write_mesh(mesh, tmp / f"head.{ext}")
+        if density:
+            from ..export.volume import write_mrc
+
+            write_mrc(grid.sigma, tmp / "density.mrc", voxel_size=grid.voxel_size, origin=(grid.origin,) * 3)
+        timings["mesh"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        save_latent(tmp / "latent.safetensors", ws, label=rec.label, delta=rec.delta,
+                    meta={"preset": cfg.name, "back": rec.back["used"]})
+        _save_generator(G, tmp / "generator.safetensors")
+        timings["save"] = time.perf_counter() - t
+
+        summary = {
+            "version": 1, "settings": rec.settings, "back": rec.back, "perceptual": rec.perceptual,
+            "label": rec.label[0].tolist(), "delta": rec.delta[0].tolist(),
+            "views": [{"name": v.name, "source": v.source, "weight": v.weight, "label": v.label[0].tolist()}
+                      for v in rec.views],
+            "timings": {**rec.timings, **{f"write_{k}": v for k, v in timings.items()}},
+            "mesh": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+                     "iso_level": float(mesh.metadata.get("iso_level", float("nan"))),
+                     "resolution": cfg.mesh_resolution},
+            "final_losses": {stage: {k: v[-1] for k, v in h.items() if v} for stage, h in rec.history.items()},
+            "losses": rec.history,
+            "files": sorted(p.name for p in tmp.iterdir()) + ["report.html", "reconstruction.json"],
+        }
+        curves = {f"{stage} loss": {k: _downsample(v) for k, v in h.items() if k != "lr" and v}
+                  for stage, h in rec.history.items()}
+        write_report(tmp / "report.html", title="psohead reconstruction",
+                     images={"input crop": tmp / "crop.png", "front: input | render": tmp / "front.png",
+                             "back: pivot before tuning | target | final": tmp / "back.png",
+                             "views": tmp / "views.png"},
+                     video=tmp / "turntable.mp4", curves=curves,
+                     settings=rec.settings, tables={"Pseudo back": rec.back, "Timings (s)": summary["timings"]},
+                     files=summary["files"])
+        (tmp / "reconstruction.json").write_text(json.dumps(summary, indent=1) + "\n")
+    rec.out_dir = out
+    return out
+
+
+def _save_generator(G, path: Path) -> None:
+    """The tuned generator in our safetensors format (``psohead.checkpoint.safetensors_io``)."""
+    from ..checkpoint.safetensors_io import save_network
+
+    save_network(G, path)

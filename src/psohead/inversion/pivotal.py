@@ -1,0 +1,66 @@
+"""Stage 2: pivotal tuning of the generator weights around the stage-1 latent (spec 6.3).
+
+A copy of G is trained (train mode, like the official) with Adam(0.9, 0.999) at a constant
+lr 3e-4 on the same views and loss, without the w regulariser. Unlike the official code no
+CPU copy of G is taken every 10 steps (only the final weights are used).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .losses import PerceptualLoss
+from .precision import autocast
+from .projector import StageResult, finish_history
+from .targets import TargetView, render_views, terms_dict, views_loss
+
+
+@dataclass
+class PivotalConfig:
+    num_steps: int = 500
+    learning_rate: float = 3e-4
+    deterministic: bool = False
+    log_every: int = 10
+
+
+def tuned_parameters(G) -> list[torch.nn.Parameter]:
+    """Everything except the mapping networks (the pivot w and the camera offset are fixed)."""
+    frozen = {id(p) for m in (G.backbone.mapping, getattr(G, "t_mapping", None)) if m is not None
+              for p in m.parameters()}
+    return [p for p in G.parameters() if id(p) not in frozen]
+
+
+def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLoss,
+         cfg: PivotalConfig = PivotalConfig(), progress: bool = True,
+         precision: str = "fp32") -> tuple[torch.nn.Module, StageResult]:
+    """Returns (tuned copy of G in eval mode, result). G itself is not modified."""
+    start = time.perf_counter()
+    G_t = copy.deepcopy(G).train().requires_grad_(False)
+    params = tuned_parameters(G_t)
+    for p in params:
+        p.requires_grad_(True)
+    device = ws.device
+    ws = ws.detach()
+    views = [v.to(device) for v in views]
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=(0.9, 0.999))
+    history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
+    bar = tqdm(range(cfg.num_steps), desc="stage 2 (tuning)", disable=not progress, leave=False)
+    for step in bar:
+        with autocast(device, precision):
+            images = render_views(G_t, ws, views, deterministic=cfg.deterministic)
+            loss, terms = views_loss(images.float(), views, perceptual)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history["loss"].append(loss.detach())
+        history["lr"].append(cfg.learning_rate)
+        history["terms"].append(terms)
+        if progress and (step % cfg.log_every == 0 or step == cfg.num_steps - 1):
+            bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{v:.4f}" for k, v in
+                                                        terms_dict(terms, views).items() if k.endswith("front")})
+    G_t.eval().requires_grad_(False)
+    return G_t, StageResult(ws=ws, history=finish_history(history, views), seconds=time.perf_counter() - start)

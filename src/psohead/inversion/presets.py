@@ -1,0 +1,72 @@
+"""Named settings for a whole reconstruction (step counts, losses, output sizes).
+
+``official`` follows spec section 6 (500 + 500 steps, official loss weights, ray_start 2.35)
+with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fast`` is for CPU
+runs of small models: fewer steps with the same schedule shape, deterministic ray samples (less
+noise per step, so fewer steps are needed), smaller video and mesh. ``auto`` = ``official`` on
+CUDA, ``fast`` elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    stage1_steps: int
+    stage2_steps: int
+    stage2_lr: float = 3e-4
+    deterministic: bool = False  # fixed ray samples while optimising (official: random)
+    official_w_std: bool = False  # True = reproduce the sqrt(2)-inflated exploration noise
+    w_avg_samples: int = 10000
+    ray_start: float | None = 2.35  # the official projector's override; None keeps the network's
+    back_augment_degrees: float = 0.0  # extra prior back views at yaw pi +- this
+    video_frames: int = 240
+    video_fps: int = 60
+    mesh_resolution: int = 256
+    render_batch: int = 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "official": Preset("official", 500, 500),
+    "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=30.0,
+                   video_frames=72, video_fps=24, mesh_resolution=128, render_batch=8),
+}
+PRESET_NAMES = ("auto", *PRESETS)
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def get_preset(name: str | Preset = "auto", device: torch.device | None = None, **overrides) -> Preset:
+    """A preset by name (``auto`` picks by device) with optional field overrides (None = keep)."""
+    if isinstance(name, Preset):
+        preset = name
+    else:
+        if name not in PRESET_NAMES:
+            raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+        if name == "auto":
+            name = "official" if device is not None and torch.device(device).type == "cuda" else "fast"
+        preset = PRESETS[name]
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    for key in ("stage1_steps", "stage2_steps"):
+        if key in changes and int(changes[key]) < 0:
+            raise InputError(f"{key} must be >= 0, got {changes[key]}")
+    return replace(preset, **changes) if changes else preset

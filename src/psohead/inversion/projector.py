@@ -1,0 +1,139 @@
+"""Stage 1: W+ projection of the target views into a frozen generator (spec 6.2).
+
+Official schedule: w_opt starts at the mean latent (all num_ws rows), Adam(0.9, 0.999) with
+lr = 0.1 * cosine ramp-down over the last 25 % * linear ramp-up over the first 5 %, exploration
+noise w_std * 0.05 * max(0, 1 - t/0.75)^2 on the rendered code, and 1.0 * mean((w_opt - w_avg)^2).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..camera import build_label, lookat_pose
+from .losses import PerceptualLoss
+from .precision import autocast
+from .targets import TargetView, render_views, terms_dict, views_loss
+
+W_STATS_SEED = 123  # the official RandomState seed for the mean-latent statistics
+
+
+@dataclass
+class ProjectorConfig:
+    num_steps: int = 500
+    initial_learning_rate: float = 0.1
+    lr_rampdown_length: float = 0.25
+    lr_rampup_length: float = 0.05
+    initial_noise_factor: float = 0.05
+    noise_ramp_length: float = 0.75
+    regularize_w_weight: float = 1.0
+    w_avg_samples: int = 10000
+    # The official code divides by the sample count although it sums twice as many rows, which
+    # inflates w_std (the exploration-noise scale) by sqrt(2); True reproduces that.
+    official_w_std: bool = False
+    deterministic: bool = False  # fixed ray samples while optimising (official: random)
+    log_every: int = 10
+
+
+@dataclass
+class StageResult:
+    ws: torch.Tensor  # [1,num_ws,w_dim]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class LatentStats:
+    w_avg: torch.Tensor  # [1,1,w_dim]
+    w_std: float
+    z_mean: torch.Tensor  # [1,z_dim]: the official camera-offset latent
+
+
+def stats_labels(device=None) -> torch.Tensor:
+    """The two labels the official w statistics use: frontal and back, radius 2.7, look-at origin."""
+    poses = lookat_pose(torch.tensor([math.pi / 2, math.pi / 2 + math.pi]), math.pi / 2,
+                        lookat=(0.0, 0.0, 0.0), radius=2.7)
+    return build_label(poses).to(device)
+
+
+@torch.no_grad()
+def latent_stats(G, num_samples: int = 10000, official_w_std: bool = False, seed: int = W_STATS_SEED,
+                 chunk: int = 2000) -> LatentStats:
+    """Mean latent and spread from num_samples z, each mapped with the frontal and the back label."""
+    device = next(G.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(num_samples, G.z_dim, generator=gen).to(device)
+    labels = stats_labels(device)
+    ws = []
+    for i in range(0, num_samples, chunk):
+        zc = z[i:i + chunk]
+        for lab in labels:
+            ws.append(G.mapping(zc, lab.expand(len(zc), -1), truncation_psi=1)[:, :1].float())
+    w = torch.cat(ws)  # [2*num_samples,1,w_dim]
+    w_avg = w.mean(0, keepdim=True)
+    divisor = num_samples if official_w_std else w.shape[0]
+    w_std = float(((w - w_avg).square().sum() / divisor).sqrt())
+    return LatentStats(w_avg=w_avg, w_std=w_std, z_mean=z.mean(0, keepdim=True))
+
+
+def learning_rate(step: int, cfg: ProjectorConfig) -> float:
+    t = step / cfg.num_steps
+    ramp = min(1.0, (1.0 - t) / cfg.lr_rampdown_length)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    ramp *= min(1.0, t / cfg.lr_rampup_length)
+    return cfg.initial_learning_rate * ramp
+
+
+def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: LatentStats,
+            cfg: ProjectorConfig = ProjectorConfig(), seed: int = 666, progress: bool = True,
+            precision: str = "fp32") -> StageResult:
+    """Optimise a W+ code so that G renders every view like its target; G stays frozen."""
+    start = time.perf_counter()
+    G.eval().requires_grad_(False)
+    device = stats.w_avg.device
+    views = [v.to(device) for v in views]
+    num_ws = int(G.backbone.num_ws)
+    w_avg = stats.w_avg.detach()
+    w_opt = w_avg.repeat(1, num_ws, 1).clone().requires_grad_(True)
+    opt = torch.optim.Adam([w_opt], lr=cfg.initial_learning_rate, betas=(0.9, 0.999))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
+    bar = tqdm(range(cfg.num_steps), desc="stage 1 (latent)", disable=not progress, leave=False)
+    for step in bar:
+        t = step / cfg.num_steps
+        noise_scale = stats.w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
+        lr = learning_rate(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        ws = w_opt + torch.randn(w_opt.shape, generator=gen, device=device) * noise_scale
+        with autocast(device, precision):
+            images = render_views(G, ws, views, deterministic=cfg.deterministic)
+            loss, terms = views_loss(images.float(), views, perceptual)
+        reg = (w_opt - w_avg).square().mean()
+        total = loss + cfg.regularize_w_weight * reg
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        history["loss"].append(total.detach())
+        history["lr"].append(lr)
+        history["terms"].append(terms)
+        if progress and (step % cfg.log_every == 0 or step == cfg.num_steps - 1):
+            bar.set_postfix(loss=f"{float(total):.4f}", **{k: f"{v:.4f}" for k, v in
+                                                         terms_dict(terms, views).items() if k.endswith("front")})
+    return StageResult(ws=w_opt.detach().clone(), history=finish_history(history, views),
+                       seconds=time.perf_counter() - start)
+
+
+def finish_history(history: dict[str, list], views: list[TargetView]) -> dict[str, list[float]]:
+    """Device tensors collected per step -> plain float lists (one synchronisation)."""
+    out = {"loss": torch.stack(history["loss"]).cpu().tolist() if history["loss"] else [],
+           "lr": list(history["lr"])}
+    if history["terms"]:
+        terms = torch.stack(history["terms"]).cpu()  # [steps,2,V]
+        for i, v in enumerate(views):
+            out[f"mse_{v.name}"] = terms[:, 0, i].tolist()
+            out[f"perc_{v.name}"] = terms[:, 1, i].tolist()
+    return out

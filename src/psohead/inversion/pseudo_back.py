@@ -1,0 +1,233 @@
+"""Pseudo back targets: what stage 2 is shown for the side of the head the photo never saw.
+
+Strategies (the official code leaves the back image to the user):
+
+* ``none``  - front only: plain PTI.
+* ``prior`` - the stage-1 latent rendered at the back camera (and optionally at +-N degrees
+  around it) before tuning, so tuning the weights cannot wreck the unseen side.
+* ``fk``    - the FK-Enhance back image whose silhouette best matches the expected back
+  silhouette, recoloured to the photo's hair colour.
+* a path    - a real photo of the back of the same head, scaled and placed by its mask onto the
+  expected back silhouette (the front mask mirrored).
+
+Photo and FK targets are compared on their foreground only (their background is not the
+generator's) and supervise both stages, like the official back target; the prior exists only
+after stage 1 and supervises stage 2.
+* ``auto``  - ``fk`` when a bank is given, else ``prior``.
+
+Back cameras are the front camera turned by pi about the world y axis (PSO-HEAD's
+``data_rotate.json``) and get no camera offset, as in the official projector.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..camera import LABEL_DIM, split_label, build_label
+from ..errors import InputError
+from .targets import BACK_WEIGHT, TargetView
+
+STRATEGIES = ("auto", "prior", "fk", "none")
+
+
+@dataclass
+class BackPlan:
+    """The resolved strategy: kind in prior | fk | photo | none (+ the photo path for ``photo``)."""
+
+    kind: str
+    photo: Path | None = None
+    fk_bank: Path | None = None
+    requested: str = "auto"
+
+
+def plan_back(back: str | os.PathLike = "auto", fk_bank: str | os.PathLike | None = None) -> BackPlan:
+    """Resolve ``--back``; fails early (before any optimisation) on missing files."""
+    requested = str(back)
+    if fk_bank is not None and not Path(fk_bank).exists():
+        raise InputError(f"FK-Enhance bank not found: {fk_bank}")
+    if requested in ("prior", "none"):
+        return BackPlan(requested, requested=requested)
+    if requested == "fk":
+        if fk_bank is None:
+            raise InputError("--back fk needs an FK-Enhance bank (--fk-bank DIR)")
+        return BackPlan("fk", fk_bank=Path(fk_bank), requested=requested)
+    if requested == "auto":
+        if fk_bank is not None:
+            return BackPlan("fk", fk_bank=Path(fk_bank), requested=requested)
+        return BackPlan("prior", requested=requested)
+    path = Path(requested)
+    if not path.is_file():
+        raise InputError(f"--back must be one of {', '.join(STRATEGIES)} or an image file; not found: {path}")
+    return BackPlan("photo", photo=path, requested=requested)
+
+
+def yaw_rotated(label: torch.Tensor, angle: float) -> torch.Tensor:
+    """Camera(s) turned by ``angle`` radians about the world y axis (positive: toward +x)."""
+    cam2world, k = split_label(label)
+    c, s = math.cos(angle), math.sin(angle)
+    rot = torch.tensor([[c, 0, s, 0], [0, 1, 0, 0], [-s, 0, c, 0], [0, 0, 0, 1]], dtype=cam2world.dtype,
+                       device=cam2world.device)
+    return build_label(rot @ cam2world, k).reshape(-1, LABEL_DIM)
+
+
+def back_cameras(front_label: torch.Tensor, augment_degrees: float = 0.0) -> list[tuple[str, torch.Tensor, float]]:
+    """(name, label, weight): the back camera, plus +-augment views sharing the back weight with it."""
+    if augment_degrees <= 0:
+        return [("back", yaw_rotated(front_label, math.pi), BACK_WEIGHT)]
+    a = math.radians(augment_degrees)
+    w = BACK_WEIGHT / 2
+    return [("back", yaw_rotated(front_label, math.pi), w),
+            (f"back+{augment_degrees:g}", yaw_rotated(front_label, math.pi + a), w / 2),
+            (f"back-{augment_degrees:g}", yaw_rotated(front_label, math.pi - a), w / 2)]
+
+
+@torch.no_grad()
+def render_prior(G, ws: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images [V,3,H,W] and masks [V,1,H,W] of the latent at the given cameras (deterministic rays)."""
+    out = G.synthesis(ws.expand(len(labels), -1, -1), labels.to(ws.device), noise_mode="const",
+                      deterministic=True)
+    image = out["image"].float()
+    mask = F.interpolate(out["image_mask"].float(), size=image.shape[-2:], mode="bilinear",
+                         align_corners=False).clamp(0, 1)
+    return image, mask
+
+
+def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, augment_degrees: float = 0.0
+                ) -> list[TargetView]:
+    cams = back_cameras(front_label, augment_degrees)
+    images, _ = render_prior(G, ws, torch.cat([lab for _, lab, _ in cams]))
+    return [TargetView(name, images[i:i + 1].cpu(), lab.cpu(), weight, None, "prior")
+            for i, (name, lab, weight) in enumerate(cams)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Placing a foreground (given by its mask) onto a reference silhouette.
+
+def mask_box(mask: torch.Tensor, threshold: float = 0.5) -> tuple[float, float, float, float] | None:
+    """(top, bottom, left, right) pixel extent of mask [H,W] > threshold, or None if empty."""
+    rows = torch.nonzero((mask > threshold).any(1)).flatten()
+    cols = torch.nonzero((mask > threshold).any(0)).flatten()
+    if rows.numel() == 0 or cols.numel() == 0:
+        return None
+    return float(rows[0]), float(rows[-1] + 1), float(cols[0]), float(cols[-1] + 1)
+
+
+def place_by_mask(image: torch.Tensor, mask: torch.Tensor, ref_mask: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale/shift image [1,3,h,w] + mask [1,1,h,w] so the mask's width and top edge match ref_mask
+    [1,1,H,W]; horizontally centred on the reference. Returns image, mask at H x W."""
+    size = ref_mask.shape[-2:]
+    src = mask_box(mask[0, 0])
+    ref = mask_box(ref_mask[0, 0])
+    if src is None:
+        raise InputError("back photo: no foreground found to align (its mask is empty)")
+    if ref is None:
+        ref = (0.1 * size[0], float(size[0]), 0.25 * size[1], 0.75 * size[1])
+    scale = (ref[3] - ref[2]) / max(src[3] - src[2], 1.0)
+    # Affine grid: output pixel -> source pixel.
+    h, w = image.shape[-2:]
+    cx_src, cx_ref = (src[2] + src[3]) / 2, (ref[2] + ref[3]) / 2
+    ys = torch.arange(size[0], dtype=torch.float32) + 0.5
+    xs = torch.arange(size[1], dtype=torch.float32) + 0.5
+    sy = (ys - ref[0]) / scale + src[0]
+    sx = (xs - cx_ref) / scale + cx_src
+    grid = torch.stack(torch.meshgrid(sy / h * 2 - 1, sx / w * 2 - 1, indexing="ij")[::-1], -1)[None]
+    both = torch.cat([image, mask], 1).float()
+    out = F.grid_sample(both, grid.to(both), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[:, :3], out[:, 3:].clamp(0, 1)
+
+
+def composite(fg: torch.Tensor, mask: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    return fg * mask + bg * (1 - mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# User photo of the back of the head.
+
+def reference_back_mask(G, w_avg: torch.Tensor, front_label: torch.Tensor, front_mask: torch.Tensor | None,
+                        size: int) -> torch.Tensor:
+    """Where the head should appear in the back view [1,1,S,S]: the photo's own foreground mask
+    mirrored (a head seen from behind has the mirrored silhouette), else the mean head's."""
+    if front_mask is not None:
+        m = F.interpolate(front_mask.float().cpu(), size=(size, size), mode="bilinear", align_corners=False)
+        return torch.flip(m, dims=[-1]).clamp(0, 1)
+    num_ws = int(G.backbone.num_ws)
+    _, mask = render_prior(G, w_avg.repeat(1, num_ws, 1), yaw_rotated(front_label, math.pi))
+    return F.interpolate(mask.cpu(), size=(size, size), mode="bilinear", align_corners=False)
+
+
+def photo_view(path: Path, ref_mask: torch.Tensor, back_label: torch.Tensor, mask_fn) -> TargetView:
+    """A real back photo placed on the reference silhouette; ``mask_fn(PIL) -> [1,1,h,w]`` in [0,1]."""
+    from .imageio import open_rgb, to_tensor
+
+    pil = open_rgb(path, "back photo")
+    placed, placed_mask = place_by_mask(to_tensor(pil), mask_fn(pil), ref_mask)
+    return TargetView("back", placed, back_label.cpu().reshape(1, LABEL_DIM), BACK_WEIGHT, placed_mask, "photo")
+
+
+# ---------------------------------------------------------------------------------------------
+# FK-Enhance retrieval.
+
+def hair_colour(image: torch.Tensor, mask: torch.Tensor, band: float = 0.25) -> torch.Tensor:
+    """Median colour [3] of the top ``band`` of the foreground (the hair on a frontal crop)."""
+    box = mask_box(mask[0, 0])
+    if box is None:
+        return image[0].flatten(1).median(1).values
+    top, bottom = int(box[0]), int(box[0] + band * (box[1] - box[0])) + 1
+    sel = mask[0, 0, top:bottom] > 0.5
+    pix = image[0, :, top:bottom][:, sel]
+    return pix.median(1).values if pix.numel() else image[0].flatten(1).median(1).values
+
+
+def recolour(image: torch.Tensor, mask: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """Shift the foreground's median colour to ``colour`` (keeps the bank image's texture)."""
+    sel = mask[0, 0] > 0.5
+    if not sel.any():
+        return image
+    current = image[0][:, sel].median(1).values
+    shifted = (image + (colour - current).reshape(1, 3, 1, 1)).clamp(-1, 1)
+    return composite(shifted, mask, image)
+
+
+def _small(mask: torch.Tensor, size: int = 32) -> torch.Tensor:
+    return F.interpolate(mask.float(), size=(size, size), mode="area")[0, 0]
+
+
+def fk_view(bank: Path, front_image: torch.Tensor, front_mask: torch.Tensor | None, ref_mask: torch.Tensor
+            ) -> tuple[TargetView, dict]:
+    """The bank back view whose silhouette best matches ``ref_mask`` (IoU, minus 0.1 x hair-colour
+    distance), recoloured to the photo's hair colour; compared on its own foreground only."""
+    from ..training.dataset import HeadDataset
+
+    ds = HeadDataset(bank, min_yaw=90.0, max_yaw=180.0)
+    if front_mask is None:
+        front_mask = torch.flip(ref_mask, dims=[-1])
+    colour = hair_colour(front_image.cpu(), F.interpolate(front_mask.float().cpu(), size=front_image.shape[-2:],
+                                                          mode="bilinear", align_corners=False))
+    ref = _small(ref_mask.cpu()) > 0.5
+    best = None
+    for i in range(len(ds)):
+        img, mask, _ = ds[i]
+        m = mask[None].float() / 255
+        small = _small(m) > 0.5
+        iou = float((small & ref).sum()) / max(float((small | ref).sum()), 1.0)
+        dist = float((hair_colour(img[None].float() / 127.5 - 1, m, band=1.0) - colour).norm())
+        score = iou - 0.1 * dist
+        if best is None or score > best[0]:
+            best = (score, i, iou, dist)
+    if best is None:
+        raise InputError(f"FK-Enhance bank {bank}: no back views (|yaw| >= 90 degrees)")
+    _, i, iou, dist = best
+    img, mask, label = ds[i]
+    size = ref_mask.shape[-1]
+    img_t = F.interpolate(img[None].float() / 127.5 - 1, size=(size, size), mode="area")
+    m_t = F.interpolate(mask[None].float() / 255, size=(size, size), mode="area")
+    target = recolour(img_t, m_t, colour)
+    record = {"bank": str(bank), "item": ds.names[ds.index[i][0]], "silhouette_iou": round(iou, 4),
+              "colour_distance": round(dist, 4)}
+    return TargetView("back", target, label.reshape(1, LABEL_DIM), BACK_WEIGHT, m_t, "fk"), record

@@ -1,0 +1,79 @@
+"""Supervised views and the per-view objective shared by both inversion stages.
+
+The official loss 0.5*(MSE_f + 0.3*MSE_b) + (P_f + 0.3*P_b) is the sum over views v of
+weight_v * (0.5*MSE_v + P_v), with weight 1 for the front and 0.3 for the pseudo back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .losses import PerceptualLoss, masked_mse
+
+MSE_WEIGHT = 0.5
+PERCEPTUAL_WEIGHT = 1.0
+BACK_WEIGHT = 0.3
+
+
+@dataclass
+class TargetView:
+    """One supervised camera: image [1,3,H,W] in [-1,1], render label [1,25] (offset included)."""
+
+    name: str
+    image: torch.Tensor
+    label: torch.Tensor
+    weight: float = 1.0
+    # [1,1,h,w] in [0,1]: only the foreground is compared (photos whose background is not the
+    # generator's: real or FK-Enhance backs); both images are put on black for the perceptual term.
+    mask: torch.Tensor | None = None
+    source: str = "input"  # input | prior | fk | photo | extra
+
+    def to(self, device) -> "TargetView":
+        return TargetView(self.name, self.image.to(device), self.label.to(device), self.weight,
+                          None if self.mask is None else self.mask.to(device), self.source)
+
+
+def render_views(G, ws: torch.Tensor, views: list[TargetView], noise_mode: str = "const",
+                 deterministic: bool = False) -> torch.Tensor:
+    """All views in one batched synthesis call: [V,3,H,W]."""
+    labels = torch.cat([v.label for v in views]).to(ws.device)
+    out = G.synthesis(ws.expand(len(views), -1, -1), labels, noise_mode=noise_mode, deterministic=deterministic)
+    return out["image"]
+
+
+def views_loss(images: torch.Tensor, views: list[TargetView], perceptual: PerceptualLoss,
+               mse_weight: float = MSE_WEIGHT, perceptual_weight: float = PERCEPTUAL_WEIGHT
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sum over views of mse_weight*MSE + perceptual_weight*P.
+
+    Returns (loss, terms) with terms = detached [2,V] (MSE row, perceptual row), kept on the
+    device so that logging costs no per-step synchronisation.
+    """
+    targets = torch.cat([v.image for v in views]).to(images)
+    if targets.shape[-2:] != images.shape[-2:]:
+        targets = F.interpolate(targets, size=images.shape[-2:], mode="area")
+    weights = torch.tensor([v.weight for v in views], device=images.device, dtype=images.dtype)
+    if any(v.mask is not None for v in views):
+        masks = torch.cat([torch.ones_like(images[:1, :1]) if v.mask is None else
+                           F.interpolate(v.mask.to(images), size=images.shape[-2:], mode="bilinear",
+                                         align_corners=False, antialias=True).clamp(0, 1)
+                           for v in views])
+        mse = masked_mse(images, targets, masks)
+        images, targets = images * masks - (1 - masks), targets * masks - (1 - masks)
+    else:
+        mse = masked_mse(images, targets)
+    perc = perceptual(images, targets) if perceptual_weight else torch.zeros_like(mse)
+    loss = (weights * (mse_weight * mse + perceptual_weight * perc)).sum()
+    return loss, torch.stack([mse, perc]).detach()
+
+
+def terms_dict(terms: torch.Tensor, views: list[TargetView]) -> dict[str, float]:
+    """[2,V] terms -> {'mse_front': .., 'perc_front': .., ...} (one device sync)."""
+    values = terms.cpu().tolist()
+    out = {}
+    for i, v in enumerate(views):
+        out[f"mse_{v.name}"] = values[0][i]
+        out[f"perc_{v.name}"] = values[1][i]
+    return out
