@@ -1,0 +1,1 @@
+"""Fidelity metrics: image similarity, identity similarity, geometry error."""
