@@ -1,0 +1,109 @@
+"""Face detection (dlib HOG, MediaPipe fallback) and dlib's 68-point landmarks.
+
+Detection runs on a copy downscaled to at most ``DETECT_MAX_SIDE`` pixels; the landmark
+predictor then runs on the full-resolution image so crops keep all the detail.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+DETECT_MAX_SIDE = 1024
+
+
+@dataclass
+class Face:
+    box: tuple[float, float, float, float]  # left, top, right, bottom in original pixels
+    score: float
+    detector: str  # "dlib" or "mediapipe"
+    landmarks: np.ndarray  # [68,2] float64, original pixels
+
+
+def _predictor_path() -> Path:
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("face-recognition-models is not installed (pip install face-recognition-models)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+    if not path.is_file():
+        raise InputError(f"68-point landmark model missing: {path}")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _dlib_models():
+    import dlib
+
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(_predictor_path()))
+
+
+@functools.lru_cache(maxsize=1)
+def _mediapipe_detector():
+    from mediapipe.python.solutions import face_detection
+
+    # full-range model: also finds small and turned faces
+    return face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+
+
+def _downscale(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    if scale < 1.0:
+        rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return rgb, scale
+
+
+def _dlib_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
+    import cv2
+
+    detector, _ = _dlib_models()
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    rects, scores, _ = detector.run(gray, 1, 0.0)
+    return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+
+
+def _mediapipe_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
+    h, w = small.shape[:2]
+    result = _mediapipe_detector().process(np.ascontiguousarray(small))
+    out = []
+    for det in result.detections or []:
+        b = det.location_data.relative_bounding_box
+        out.append(((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h), float(det.score[0])))
+    return out
+
+
+def predict_landmarks(rgb: np.ndarray, box) -> np.ndarray:
+    import cv2
+    import dlib
+
+    _, predictor = _dlib_models()
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    rect = dlib.rectangle(*[int(round(v)) for v in box])
+    shape = predictor(gray, rect)
+    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+
+def detect_faces(rgb: np.ndarray) -> list[Face]:
+    """All faces, largest first. dlib HOG first; MediaPipe only when dlib finds nothing."""
+    small, scale = _downscale(rgb)
+    found, detector = _dlib_boxes(small), "dlib"
+    if not found:
+        found, detector = _mediapipe_boxes(small), "mediapipe"
+    faces = []
+    for box, score in found:
+        box = tuple(v / scale for v in box)
+        if detector == "mediapipe":
+            # MediaPipe boxes sit higher and tighter than dlib's; shift to what the predictor expects
+            l, t, r, b = box
+            side = r - l
+            box = (l - 0.05 * side, t + 0.1 * side, r + 0.05 * side, b + 0.15 * side)
+        faces.append(Face(box=box, score=score, detector=detector, landmarks=predict_landmarks(rgb, box)))
+    faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+    return faces

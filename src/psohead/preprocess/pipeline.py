@@ -1,0 +1,116 @@
+"""align(): any photo -> PanoHead-aligned crop, camera label, mask and pose."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import InputError, NoFaceError
+from .crop import CANVAS, MIN_QUAD_SIDE, SQUARE_SIDE, SQUARE_TL, Quad, apply_affine, crop_canvas, initial_quad, \
+    quad_to_canvas
+from .io import load_image
+from .landmarks import Face, detect_faces
+from .mask import person_matte
+from .pose import Calibration, estimate_pose, euler_3ddfa, label_from_rotation
+
+MIN_IMAGE_SIDE = 32
+
+
+class FaceTooSmallError(NoFaceError):
+    """The face's quad is below the official 256 px minimum and the caller asked to skip it."""
+
+
+class FaceTooSmallWarning(UserWarning):
+    """The face's quad is below the official 256 px minimum; the crop is upsampled."""
+
+
+@dataclass
+class AlignedFace:
+    image: Image.Image  # RGB, 563x563 (official canvas) or 512x512
+    label: torch.Tensor  # [1,25] float32, spec 7.4
+    mask: Image.Image | None  # 'L', same size as image
+    yaw: float  # degrees, 3DDFA convention (positive: camera toward the subject's left)
+    pitch: float
+    roll: float
+    quad: np.ndarray  # [4,2] refined quad corners in the original image (TL, BL, BR, TR)
+    landmarks: np.ndarray  # [68,2] in the original image
+    score: float
+    detector: str
+    small: bool = False  # quad side < 256 px: the official pipeline would drop this face
+    report: dict = field(default_factory=dict)
+
+
+def refine_quad(quad: Quad, lm: np.ndarray, calib: Calibration | None = None) -> Quad:
+    """Spec 7.3 step 8 with our pose: move/scale the quad so the head origin lands at the
+    canvas centre at the official distance; orientation (roll) is kept."""
+    a0 = quad_to_canvas(quad)
+    pose = estimate_pose(apply_affine(a0, lm), calib)
+    centre = np.array([CANVAS / 2, CANVAS / 2])
+    sq_centre = np.array(SQUARE_TL) + SQUARE_SIDE / 2
+    # canvas0 coords of the refined square's centre and its corners' half-side scale
+    c_canvas0 = (sq_centre - centre) / pose.scale + pose.anchor_px
+    inv = np.linalg.inv(np.vstack([a0, [0, 0, 1]]))[:2]
+    c_img = apply_affine(inv, c_canvas0[None])[0]
+    return Quad(center=c_img, x=quad.x / pose.scale, y=quad.y / pose.scale)
+
+
+def _align_face(rgb: np.ndarray, face: Face, size: int, with_mask: bool, skip_small: bool,
+                calib: Calibration | None, name: str) -> AlignedFace:
+    quad = refine_quad(initial_quad(face.landmarks), face.landmarks, calib)
+    small = quad.side < MIN_QUAD_SIDE
+    if small and skip_small:
+        raise FaceTooSmallError(f"{name}: face too small (quad side {quad.side:.0f} px < {MIN_QUAD_SIDE:.0f})")
+    if small:
+        warnings.warn(f"{name}: face quad side {quad.side:.0f} px < {MIN_QUAD_SIDE:.0f} px (the official "
+                      f"pipeline drops such faces); the crop is upsampled", FaceTooSmallWarning, stacklevel=3)
+    canvas = crop_canvas(rgb, quad)
+    pose = estimate_pose(apply_affine(quad_to_canvas(quad), face.landmarks), calib)
+    yaw, pitch, roll = euler_3ddfa(pose.rotation)
+    img = Image.fromarray(canvas)
+    mask = person_matte(canvas) if with_mask else None
+    if size != CANVAS:
+        img = img.resize((size, size), Image.LANCZOS)
+        mask = mask.resize((size, size), Image.LANCZOS) if mask is not None else None
+    out = AlignedFace(image=img, label=label_from_rotation(pose.rotation), mask=mask, yaw=yaw, pitch=pitch,
+                      roll=roll, quad=quad.corners(), landmarks=face.landmarks, score=face.score,
+                      detector=face.detector, small=small)
+    out.report = {"detector": face.detector, "score": round(face.score, 4), "yaw": round(yaw, 3),
+                  "pitch": round(pitch, 3), "roll": round(roll, 3), "quad": np.round(out.quad, 2).tolist(),
+                  "quad_side": round(quad.side, 2), "small_face": small, "reprojection_px": round(pose.reproj_px, 3),
+                  "landmarks": np.round(face.landmarks, 2).tolist()}
+    return out
+
+
+def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: bool = False,
+              calib: Calibration | None = None, name: str | None = None) -> list[AlignedFace]:
+    """Every detected face, largest first. Raises NoFaceError when there is none."""
+    if size not in (CANVAS, 512):
+        raise InputError(f"size must be {CANVAS} (official canvas) or 512, got {size}")
+    name = name or (str(image) if isinstance(image, (str,)) or hasattr(image, "__fspath__") else "image")
+    pil = load_image(image, name)
+    if min(pil.size) < MIN_IMAGE_SIDE:
+        raise InputError(f"{name}: image too small ({pil.size[0]}x{pil.size[1]}); need at least "
+                         f"{MIN_IMAGE_SIDE} px per side")
+    rgb = np.asarray(pil)
+    faces = detect_faces(rgb)
+    if not faces:
+        raise NoFaceError(f"{name}: no face found")
+    out = []
+    for face in faces:
+        try:
+            out.append(_align_face(rgb, face, size, with_mask, skip_small, calib, name))
+        except FaceTooSmallError:
+            if len(faces) == 1:
+                raise
+    if not out:
+        raise FaceTooSmallError(f"{name}: every face is smaller than the official {MIN_QUAD_SIDE:.0f} px quad")
+    return out
+
+
+def align(image, size: int = CANVAS, with_mask: bool = True, skip_small: bool = False,
+          calib: Calibration | None = None, name: str | None = None) -> AlignedFace:
+    """The largest face of a photo (path, PIL image or uint8 array) aligned the PanoHead way."""
+    return align_all(image, size, with_mask, skip_small, calib, name)[0]
