@@ -50,11 +50,11 @@ def refine_quad(quad: Quad, lm: np.ndarray, calib: Calibration | None = None) ->
     pose = estimate_pose(apply_affine(a0, lm), calib)
     centre = np.array([CANVAS / 2, CANVAS / 2])
     sq_centre = np.array(SQUARE_TL) + SQUARE_SIDE / 2
-    # canvas0 coords of the refined square's centre and its corners' half-side scale
-    c_canvas0 = (sq_centre - centre) / pose.scale + pose.anchor_px
+    # the refined canvas is canvas0 magnified by 1/scale about the anchor, which moves to the centre
+    c_canvas0 = (sq_centre - centre) * pose.scale + pose.anchor_px
     inv = np.linalg.inv(np.vstack([a0, [0, 0, 1]]))[:2]
     c_img = apply_affine(inv, c_canvas0[None])[0]
-    return Quad(center=c_img, x=quad.x / pose.scale, y=quad.y / pose.scale)
+    return Quad(center=c_img, x=quad.x * pose.scale, y=quad.y * pose.scale)
 
 
 def _align_face(rgb: np.ndarray, face: Face, size: int, with_mask: bool, skip_small: bool,

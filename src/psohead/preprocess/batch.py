@@ -1,0 +1,89 @@
+"""crop_files(): many photos -> a PanoHead dataset folder, written atomically.
+
+Layout: <outdir>/<stem>.jpg (or <stem>_<k>.jpg with all_faces), masks/<same stem>.png,
+dataset.json, dataset_back.json (spec 7.5's back-view labels) and crop_report.json.
+A bad file is reported and skipped; the run continues.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import camera
+from ..errors import InputError, PsoheadError
+from .crop import CANVAS
+from .io import expand_inputs
+from .pipeline import FaceTooSmallWarning, align_all
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _writable_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(f"output folder {path} is not writable ({err.strerror or err})") from None
+
+
+def _write_json(path: Path, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+    _atomic_write(path, write)
+
+
+def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with_mask: bool = True,
+               skip_small: bool = False, progress: bool = True) -> dict:
+    """Align every input; returns {"written": [...], "failed": {input: reason}, "warnings": [...]}."""
+    outdir = Path(outdir)
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise InputError("no input images found")
+    _writable_dir(outdir)
+    if with_mask:
+        _writable_dir(outdir / "masks")
+    labels, back, report, failed, notes = [], [], {}, {}, []
+    used: set[str] = set()
+    for path in tqdm(paths, desc="crop", unit="img", disable=not progress):
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", FaceTooSmallWarning)
+                faces = align_all(path, size=size, with_mask=with_mask, skip_small=skip_small, name=str(path))
+            notes += [str(w.message) for w in caught if issubclass(w.category, FaceTooSmallWarning)]
+        except PsoheadError as err:
+            failed[str(path)] = str(err)
+            continue
+        for k, face in enumerate(faces if all_faces else faces[:1]):
+            stem = path.stem if not all_faces else f"{path.stem}_{k:02d}"
+            while stem in used:  # same stem from two folders
+                stem += "_"
+            used.add(stem)
+            name = f"{stem}.jpg"
+            _atomic_write(outdir / name, lambda tmp, im=face.image: im.save(tmp, format="JPEG", quality=95))
+            if face.mask is not None:
+                _atomic_write(outdir / "masks" / f"{stem}.png", lambda tmp, m=face.mask: m.save(tmp, format="PNG"))
+            labels.append([name, camera.format_label(face.label)])
+            back.append([name, camera.format_label(camera.back_label(face.label))])
+            report[name] = {"source": str(path), "face_index": k, **face.report}
+    _write_json(outdir / "dataset.json", {"labels": labels})
+    _write_json(outdir / "dataset_back.json", {"labels": back})
+    _write_json(outdir / "crop_report.json", {"faces": report, "failed": failed, "warnings": notes})
+    return {"written": [lb[0] for lb in labels], "failed": failed, "warnings": notes}
