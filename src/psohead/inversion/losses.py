@@ -240,11 +240,12 @@ class DiscriminatorFeatures(PerceptualLoss):
         return total
 
 
-_MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
 class MSSSIM(PerceptualLoss):
-    """1 - MS-SSIM on [0,1] images, with as many scales as the image size allows (at most 5)."""
+    """1 - MS-SSIM (5 scales) on [0,1] images.
+
+    pytorch_msssim needs side > 16 * (win_size - 1), so small renders get a smaller window
+    (128 px: 7); below 48 px a single-scale SSIM is used.
+    """
 
     name = "msssim"
 
@@ -257,14 +258,12 @@ class MSSSIM(PerceptualLoss):
 
         x01, y01 = ((x + 1) / 2).clamp(0, 1), ((y + 1) / 2).clamp(0, 1)
         side = min(x.shape[-2:])
-        levels = 1
-        while levels < 5 and side > (self.win_size - 1) * 2 ** levels:
-            levels += 1
-        if levels == 1:
-            return 1 - ssim(x01, y01, data_range=1.0, size_average=False, win_size=self.win_size)
-        weights = list(_MSSSIM_WEIGHTS[:levels])
-        weights = [w / sum(weights) for w in weights]
-        return 1 - ms_ssim(x01, y01, data_range=1.0, size_average=False, win_size=self.win_size, weights=weights)
+        win = self.win_size
+        while win > 3 and side <= 16 * (win - 1):
+            win -= 2
+        if side <= 16 * (win - 1):
+            return 1 - ssim(x01, y01, data_range=1.0, size_average=False, win_size=min(win, side))
+        return 1 - ms_ssim(x01, y01, data_range=1.0, size_average=False, win_size=win)
 
 
 PERCEPTUAL_BACKENDS = ("auto", "lpips", "dfeat", "msssim", "none")
