@@ -1,0 +1,140 @@
+"""Public entry points: load generators / discriminators from our files or official snapshots."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpoint.official_pickle import read_official_pickle
+from .checkpoint.safetensors_io import NetworkFile, is_safetensors, read_network, save_network
+from .errors import CheckpointError
+from .networks.config import ConfigError, DiscriminatorConfig, GeneratorConfig
+
+__all__ = ["DEFAULT_GENERATOR", "load_discriminator", "load_generator", "read_checkpoint", "save_network"]
+
+DEFAULT_GENERATOR = Path(__file__).resolve().parent / "assets" / "default_generator.safetensors"
+OFFICIAL_CLASSES = {"TriPlaneGenerator": "generator", "MaskDualDiscriminatorV2": "discriminator"}
+OFFICIAL_KEYS = ("G_ema", "G", "D")
+_MAX_LISTED = 5
+
+
+def _resolve(path_or_name) -> Path:
+    if str(path_or_name) == "default":
+        if not DEFAULT_GENERATOR.is_file():
+            raise CheckpointError(f"the bundled default generator ({DEFAULT_GENERATOR}) is missing from this "
+                                  "installation; pass a .safetensors or official .pkl path instead")
+        return DEFAULT_GENERATOR
+    path = Path(path_or_name).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    return path
+
+
+def _read_official(path: Path, which: str) -> NetworkFile:
+    if which not in OFFICIAL_KEYS:
+        raise CheckpointError(f"which must be one of {', '.join(OFFICIAL_KEYS)}, got {which!r}")
+    net = read_official_pickle(path, keys=(which,)).networks[which]
+    kind = OFFICIAL_CLASSES.get(net.class_name)
+    if kind is None:
+        raise CheckpointError(f"{path}: {which} is an official {net.class_name}, which psohead cannot load "
+                              f"(supported: {', '.join(OFFICIAL_CLASSES)})")
+    config = {k: v for k, v in net.init_kwargs.items() if k != "class_name"}
+    if kind == "generator":
+        # the live attributes, not the constructor copy: training adds keys such as density_noise
+        if net.rendering_kwargs is not None:
+            config["rendering_kwargs"] = net.rendering_kwargs
+        if net.neural_rendering_resolution is not None:
+            config["neural_rendering_resolution"] = net.neural_rendering_resolution
+    return NetworkFile(kind=kind, class_name=net.class_name, config=config, state_dict=net.state_dict,
+                       metadata={"psohead.source": f"official {which} ({net.class_name}) from {path.name}"})
+
+
+def read_checkpoint(path_or_name, which: str = "G_ema") -> NetworkFile:
+    """Weights + config of one network from a psohead ``.safetensors`` or an official ``.pkl`` snapshot.
+
+    ``which`` picks the network inside an official snapshot (G_ema, G or D); our files hold one
+    network and ignore it.
+    """
+    path = _resolve(path_or_name)
+    # safetensors first: its little-endian header length may itself start with byte 0x80
+    if is_safetensors(path):
+        return read_network(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # PROTO opcode of a pickle
+        return _read_official(path, which)
+    raise CheckpointError(f"{path}: neither a psohead .safetensors file nor an official .pkl snapshot")
+
+
+def _config(net: NetworkFile, cls, path: Path):
+    try:
+        return cls.from_dict(net.config)
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{path}: its {net.kind} config is not usable: {err}") from None
+
+
+def _load_weights(module: torch.nn.Module, state_dict: dict, path: Path) -> None:
+    """Strict load with a message that names the first offending tensors."""
+    own = module.state_dict()
+    missing = [n for n in own if n not in state_dict]
+    unexpected = [n for n in state_dict if n not in own]
+    wrong = [f"{n} {tuple(state_dict[n].shape)} vs {tuple(t.shape)}" for n, t in own.items()
+             if n in state_dict and state_dict[n].shape != t.shape]
+
+    def listed(names):
+        more = f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
+        return ", ".join(names[:_MAX_LISTED]) + more
+
+    problems = []
+    if missing:
+        problems.append(f"missing {listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {listed(unexpected)}")
+    if wrong:
+        problems.append(f"shape mismatch (file vs config) {listed(wrong)}")
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit the network its config describes: " + "; ".join(problems))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def _finish(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
+    module = module.to(device=torch.device(device or "cpu"), dtype=dtype)
+    return module.eval().requires_grad_(False)
+
+
+def load_generator(path_or_name: str | os.PathLike = "default", device=None, which: str = "G_ema",
+                   dtype: torch.dtype = torch.float32):
+    """A ready ``TriGridGenerator`` (eval mode, no grad) from ``"default"``, our file or an official .pkl.
+
+    ``which`` selects G_ema (default) or G inside an official snapshot. Parameters come back with
+    ``requires_grad=False`` as the official loader leaves them; call ``requires_grad_(True)`` to tune.
+    """
+    from .networks.generator import TriGridGenerator
+
+    if which == "D":
+        raise CheckpointError("which='D' is the discriminator; use load_discriminator")
+    path = _resolve(path_or_name)
+    net = read_checkpoint(path, which)
+    if net.kind != "generator":
+        raise CheckpointError(f"{path}: holds a {net.kind}, not a generator")
+    cfg = _config(net, GeneratorConfig, path)
+    G = TriGridGenerator.from_config(cfg)
+    _load_weights(G, net.state_dict, path)
+    return _finish(G, device, dtype)
+
+
+def load_discriminator(path: str | os.PathLike, device=None, dtype: torch.dtype = torch.float32):
+    """A ``MaskDualDiscriminatorV2`` (eval mode, no grad) from our file or the D of an official .pkl."""
+    from .networks.discriminator import MaskDualDiscriminatorV2
+
+    path = _resolve(path)
+    net = read_checkpoint(path, "D")
+    if net.kind != "discriminator":
+        raise CheckpointError(f"{path}: holds a {net.kind}, not a discriminator")
+    cfg = _config(net, DiscriminatorConfig, path)
+    D = MaskDualDiscriminatorV2(**cfg.to_dict())
+    if getattr(D, "config", None) is None:
+        D.config = cfg  # lets save_network write it back without a separate config argument
+    _load_weights(D, net.state_dict, path)
+    return _finish(D, device, dtype)
