@@ -1,0 +1,182 @@
+"""Fast unit tests of the inversion building blocks (no optimisation loops)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from psohead.errors import InputError, LabelError
+from psohead.inversion import losses
+from psohead.inversion.inputs import parse_extra_view, prepare_input
+from psohead.inversion.outputs import atomic_dir
+from psohead.inversion.presets import get_preset
+from psohead.inversion.projector import ProjectorConfig, latent_stats, learning_rate
+from psohead.inversion.pseudo_back import mask_box, place_by_mask, plan_back, yaw_rotated
+from psohead.camera import label_from_yaw_pitch, yaw_pitch_from_label
+
+
+def test_learning_rate_schedule_matches_official_formula():
+    cfg = ProjectorConfig(num_steps=100)
+    assert learning_rate(0, cfg) == 0.0  # official quirk: lr 0 at step 0
+    assert learning_rate(2, cfg) == pytest.approx(0.1 * 2 / 5)  # ramp-up over the first 5 %
+    assert learning_rate(50, cfg) == pytest.approx(0.1)
+    assert learning_rate(87.5, cfg) == pytest.approx(0.05)  # half-way down the cosine ramp
+
+
+def test_masked_mse_counts_only_foreground():
+    x, y = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    y[..., :2] = 2.0  # left half differs by 2
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2] = 1
+    assert float(losses.masked_mse(x, y)[0]) == pytest.approx(2.0)
+    assert float(losses.masked_mse(x, y, mask)[0]) == pytest.approx(4.0)
+    assert float(losses.masked_mse(x, y, 1 - mask)[0]) == pytest.approx(0.0)
+
+
+def _fake_vgg_state(path, fmt):
+    torch.manual_seed(0)
+    state = {f"features.{k}": v for k, v in losses.VGG16Features().features.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(2, 2)
+    if fmt == "pth":
+        torch.save(state, path)
+    else:
+        from safetensors.torch import save_file
+        save_file(state, str(path))
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_lpips_from_user_weights(tmp_path, fmt):
+    vgg_path = tmp_path / f"vgg16.{fmt}"
+    _fake_vgg_state(vgg_path, fmt)
+    lin_path = tmp_path / "vgg.pth"
+    torch.save({f"lin{i}.model.1.weight": torch.full((1, c, 1, 1), 0.5) for i, c in
+                enumerate((64, 128, 256, 512, 512))}, lin_path)
+    loss = losses.build_perceptual("auto", vgg16=vgg_path, lpips_linear=lin_path)
+    assert loss.name == "lpips-vgg16"
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert torch.allclose(loss(x, x), torch.zeros(2), atol=1e-6)
+    y = x.flip(-1)
+    d = loss(x, y)
+    assert (d > 0).all()
+    base = losses.LPIPSVGG16(losses.load_vgg16(vgg_path))  # unit weights: twice the 0.5-weighted distance
+    assert torch.allclose(base(x, y), 2 * d, rtol=1e-4)
+
+
+def test_bad_perceptual_inputs(tmp_path):
+    bad = tmp_path / "vgg.pth"
+    torch.save({"features.0.weight": torch.zeros(3)}, bad)
+    with pytest.raises(InputError, match="not a torchvision vgg16"):
+        losses.load_vgg16(bad)
+    (tmp_path / "junk.pth").write_bytes(b"not a pickle")
+    with pytest.raises(InputError, match="cannot read"):
+        losses.load_vgg16(tmp_path / "junk.pth")
+    with pytest.raises(InputError, match="needs VGG16 weights"):
+        losses.build_perceptual("lpips")
+    with pytest.raises(InputError, match="unknown perceptual"):
+        losses.build_perceptual("vgg19")
+
+
+@pytest.mark.parametrize("size", [32, 64, 128, 256])
+def test_msssim_zero_for_identical_and_positive_otherwise(size):
+    loss = losses.MSSSIM()
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    assert torch.allclose(loss(x, x), torch.zeros(2), atol=1e-5)
+    assert (loss(x, -x) > 0.1).all()
+
+
+def test_place_by_mask_matches_reference_width_and_top():
+    img = torch.zeros(1, 3, 40, 40)
+    mask = torch.zeros(1, 1, 40, 40)
+    mask[..., 10:20, 5:15] = 1  # width 10, top 10
+    ref = torch.zeros(1, 1, 64, 64)
+    ref[..., 8:40, 12:32] = 1  # width 20, top 8, centre x 22
+    _, placed = place_by_mask(img, mask, ref)
+    top, bottom, left, right = mask_box(placed[0, 0])
+    assert top == pytest.approx(8, abs=1) and bottom == pytest.approx(28, abs=1)
+    assert left == pytest.approx(12, abs=1) and right == pytest.approx(32, abs=1)
+
+
+def test_back_camera_is_front_turned_by_pi():
+    front = label_from_yaw_pitch(0.3, 0.1)
+    yaw, pitch, radius = yaw_pitch_from_label(yaw_rotated(front, math.pi))
+    assert float(yaw) == pytest.approx(0.3 - math.pi, abs=1e-5)
+    assert float(pitch) == pytest.approx(0.1, abs=1e-5)
+    assert float(radius) == pytest.approx(2.7, abs=1e-4)
+
+
+def test_plan_back(tmp_path):
+    assert plan_back("none").kind == "none"
+    assert plan_back("auto").kind == "prior"
+    assert plan_back("auto", fk_bank=tmp_path).kind == "fk"
+    with pytest.raises(InputError, match="--fk-bank"):
+        plan_back("fk")
+    with pytest.raises(InputError, match="not found"):
+        plan_back(tmp_path / "nope.png")
+    photo = tmp_path / "back.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    plan = plan_back(str(photo))
+    assert plan.kind == "photo" and plan.photo == photo
+
+
+def test_inputs_errors_and_dataset_json(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        prepare_input(tmp_path / "missing.png", label=label_from_yaw_pitch(0)[0])
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(InputError, match="not a readable image"):
+        prepare_input(tmp_path / "text.png", label=label_from_yaw_pitch(0)[0])
+    crop = tmp_path / "crop.png"
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(crop)
+    with pytest.raises(LabelError):
+        prepare_input(crop, label=[1.0] * 24)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(LabelError, match="not readable JSON"):
+        prepare_input(crop, label=bad)
+    lab = label_from_yaw_pitch(0.5)[0]
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": [["crop.png", lab.tolist()]]}))
+    got = prepare_input(crop)
+    assert got.label_source == "dataset.json" and torch.allclose(got.label[0], lab, atol=1e-6)
+    assert np.asarray(got.image)[0, 0].tolist() == [10, 20, 30]
+    path, yaw = parse_extra_view(f"{crop}:90")
+    assert path == crop and yaw == pytest.approx(math.pi / 2)
+    with pytest.raises(InputError, match="not found"):
+        parse_extra_view(str(tmp_path / "nope.png:30"))
+
+
+def test_presets():
+    assert get_preset("auto", torch.device("cpu")).name == "fast"
+    assert get_preset("auto", torch.device("cuda")).name == "official"
+    official = get_preset("official")
+    assert (official.stage1_steps, official.stage2_steps, official.stage2_lr) == (500, 500, 3e-4)
+    assert get_preset("fast", stage2_steps=7).stage2_steps == 7
+    with pytest.raises(InputError):
+        get_preset("slow")
+
+
+def test_atomic_dir_interrupted_and_rerun(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "crop.png").write_text("x")
+            raise RuntimeError("killed")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with atomic_dir(out) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_latent_stats_official_wstd_is_sqrt2_larger():
+    from inversion_tiny import tiny_generator
+
+    G = tiny_generator()
+    ours = latent_stats(G, num_samples=64)
+    official = latent_stats(G, num_samples=64, official_w_std=True)
+    assert torch.equal(ours.w_avg, official.w_avg)
+    assert official.w_std == pytest.approx(math.sqrt(2) * ours.w_std, rel=1e-5)
+    assert ours.w_avg.shape == (1, 1, G.w_dim)
