@@ -138,3 +138,23 @@ def test_superresolution_case_a_first_sample(fx):
         image = sr(io["caseA/image_raw"][:1], io["caseA/sr_input_feature"][:1], io["caseA/ws"][:1],
                    noise_mode="none")
     _within(image, io["caseA/image"][:1], 1e-4, 2e-4)
+
+
+@pytest.mark.parametrize("name,in_res,out_res", [("SuperresolutionHybrid2X", 64, 128),
+                                                 ("SuperresolutionHybrid4X", 128, 256)])
+def test_small_sr_heads_skip_path(name, in_res, out_res):
+    # With every toRGB silenced, the output is the input RGB carried along the skip path: unchanged
+    # through the no-upsampling first block, FIR-upsampled 2x by the second.
+    from psohead.nn import setup_filter, upsample2d
+    sr = superres_class(name)(channels=8, img_resolution=out_res, sr_num_fp16_res=0, sr_antialias=True).eval()
+    assert not hasattr(sr.block0, "const") and sr.block0.conv0.up == 1 and sr.block1.conv0.up == 2
+    with torch.no_grad():
+        for block in (sr.block0, sr.block1):
+            block.torgb.weight.zero_()
+            block.torgb.bias.zero_()
+        rgb = torch.randn(1, 3, in_res, in_res)
+        out = sr(rgb, torch.randn(1, 8, in_res, in_res), torch.randn(1, 14, 512), noise_mode="none")
+    assert out.shape == (1, 3, out_res, out_res)
+    torch.testing.assert_close(out, upsample2d(rgb, setup_filter([1, 3, 3, 1])), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="img_resolution"):
+        superres_class(name)(channels=8, img_resolution=512, sr_num_fp16_res=0, sr_antialias=True)
