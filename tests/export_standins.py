@@ -22,6 +22,7 @@ class SphereG:
         self.radius, self.peak, self.width, self.res = radius, peak, width, res
         self.center = torch.tensor(center)
         self.rendering_kwargs = {"box_warp": box, "ray_start": 2.25, "ray_end": 3.3}
+        self.num_ws, self.w_dim = 14, 32
         self.calls = []
 
     def density(self, coords):

@@ -175,15 +175,20 @@ def marching_cubes(density: np.ndarray, level: float, voxel_size: float, origin:
 
 @torch.no_grad()
 def vertex_colors(G, ws: torch.Tensor, vertices: np.ndarray, chunk_size: int = 2 ** 20) -> np.ndarray:
-    """uint8 RGBA [V,4]: decoder features at each vertex turned to RGB by ``G.torgb`` with the last w
-    (what the raw image does to rendered features), mapped like images (x*127.5 + 128)."""
+    """uint8 RGBA [V,4]: decoder features at each vertex turned to RGB as the raw image turns rendered
+    features (``G.torgb`` with the last w, or the first three features for networks without one),
+    mapped like images (x*127.5 + 128)."""
     ws = ws if ws.ndim == 3 else ws.unsqueeze(0)
     cols = []
     for start in range(0, len(vertices), chunk_size):
         pts = torch.from_numpy(vertices[start:start + chunk_size]).to(ws.device, ws.dtype).unsqueeze(0)
         feats = G.sample_mixed(pts, torch.zeros_like(pts), ws, noise_mode="const")["rgb"]  # [1,V,32]
         img = feats.permute(0, 2, 1).unsqueeze(-1)  # [1,32,V,1]: a one-pixel-wide feature image
-        rgb = G.torgb(img, ws[:, -1], fused_modconv=False)[0, :, :, 0].T  # [V,3]
+        if getattr(getattr(G, "decoder", None), "activation", None) == "sigmoid":
+            img = img * 2 - 1  # as synthesis does before turning features into colours
+        if getattr(G, "torgb", None) is not None:
+            img = G.torgb(img, ws[:, -1], fused_modconv=False)
+        rgb = img[0, :3, :, 0].T  # [V,3]; without a torgb layer the first 3 features are the colour
         cols.append((rgb.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy())
     rgb = np.concatenate(cols) if cols else np.zeros((0, 3), np.uint8)
     return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)

@@ -1,0 +1,158 @@
+"""``psohead render | video | mesh``: outputs of any (tuned) network and latent (docs/export.md)."""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from ..errors import InputError
+
+IMAGE_KINDS = ("image", "image_raw", "image_depth", "image_mask")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--network", default="default", help="'default', a psohead .safetensors or an official .pkl")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--latent", help="latent.safetensors from reconstruct (or an official projected_w.npz)")
+    src.add_argument("--seed", type=int, help="render a random head of the network instead of a latent")
+    p.add_argument("--truncation", type=float, default=0.7, help="truncation psi for --seed (default 0.7)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _camera(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pitch", type=float, default=0.0, help="camera elevation in degrees (default 0)")
+    p.add_argument("--kind", default="image", choices=IMAGE_KINDS, help="which generator output to show")
+    p.add_argument("--render-resolution", type=int, default=None,
+                   help="neural rendering resolution (default: the network's own)")
+    p.add_argument("--batch", type=int, default=4, help="views rendered per generator call")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("render", help="render a latent at chosen yaws into an image grid",
+                              description="Render a network + latent at several yaws (degrees; 0 = face, "
+                                          "180 = back of the head) and write one image or a grid.")
+    _common(p)
+    _camera(p)
+    p.add_argument("--yaws", default="0,45,90,135,180,225,270,315", help="comma-separated yaws in degrees")
+    p.add_argument("--cols", type=int, default=4, help="grid columns")
+    p.add_argument("--out", required=True, help="output image (.png, .jpg)")
+    p.set_defaults(func=run_render)
+
+    p = subparsers.add_parser("video", help="render a 360-degree turntable .mp4",
+                              description="Orbit a network + latent once round and write an H.264 .mp4.")
+    _common(p)
+    _camera(p)
+    p.add_argument("--frames", type=int, default=120, help="frames per turn (default 120)")
+    p.add_argument("--fps", type=float, default=30, help="frames per second (default 30)")
+    p.add_argument("--out", required=True, help="output video (.mp4)")
+    p.set_defaults(func=run_video)
+
+    p = subparsers.add_parser("mesh", help="extract a coloured mesh (and density volume) of a latent",
+                              description="Sample the density on a grid, run marching cubes and colour the "
+                                          "vertices; writes .ply, .obj or .glb (several --out allowed).")
+    _common(p)
+    p.add_argument("--out", required=True, action="append", help="mesh file .ply | .obj | .glb (repeatable)")
+    p.add_argument("--resolution", type=int, default=256, help="grid points per axis (default 256)")
+    p.add_argument("--level", default="auto", help="iso-level on the activated density, or 'auto' (default)")
+    p.add_argument("--crop", default="render", choices=("render", "official", "none"),
+                   help="zero the density where the renderer never looks (render), the official borders, or not")
+    p.add_argument("--keep-all", action="store_true", help="keep every connected component (default: largest)")
+    p.add_argument("--no-colors", action="store_true", help="skip vertex colours")
+    p.add_argument("--mrc", default=None, help="also write the raw density grid as an MRC volume")
+    p.set_defaults(func=run_mesh)
+
+
+def _load(args):
+    """(G, ws [1,num_ws,w_dim], delta [1,3] or None) on the chosen device."""
+    import torch
+
+    from ..api import load_generator
+    from ..camera import label_from_yaw_pitch
+    from ..export.latent import load_latent
+    from ..inversion.presets import resolve_device
+
+    device = resolve_device(args.device)
+    G = load_generator(args.network, device=device)
+    if args.latent is not None:
+        lat = load_latent(args.latent)
+        want = (G.num_ws, G.w_dim)
+        if tuple(lat.ws.shape[1:]) != want:
+            raise InputError(f"{args.latent}: latent has shape {tuple(lat.ws.shape[1:])} but the network "
+                             f"needs [{want[0]}, {want[1]}]")
+        delta = None if lat.delta is None else lat.delta.to(device)
+        return G, lat.ws.to(device), delta
+    gen = torch.Generator().manual_seed(args.seed)
+    z = torch.randn(1, G.z_dim, generator=gen).to(device)
+    c = label_from_yaw_pitch(0.0).to(device)
+    with torch.no_grad():
+        ws = G.mapping(z, c, truncation_psi=args.truncation)
+        delta = G.apply_delta_c(z, c, truncation_psi=args.truncation)[1] if hasattr(G, "apply_delta_c") else None
+    return G, ws, delta
+
+
+def _yaws(text: str) -> list[float]:
+    try:
+        yaws = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--yaws must be comma-separated numbers in degrees, got {text!r}") from None
+    if not yaws:
+        raise InputError("--yaws is empty")
+    return yaws
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from ..export.views import render_views, save_grid, save_image
+
+    yaws = _yaws(args.yaws)
+    G, ws, delta = _load(args)
+    views = render_views(G, ws, [math.radians(y) for y in yaws], pitch=math.radians(args.pitch), delta=delta,
+                         key=args.kind, batch_size=args.batch, neural_rendering_resolution=args.render_resolution)
+    if len(views) == 1:
+        out = save_image(views[0], args.out)
+    else:
+        out = save_grid(views, args.out, cols=args.cols, captions=[f"yaw {y:g}" for y in yaws])
+    print(f"wrote {out} ({len(views)} view{'s' if len(views) > 1 else ''})")
+    return 0
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from ..export.video import write_turntable
+
+    if Path(args.out).suffix.lower() != ".mp4":
+        raise InputError(f"video output must end in .mp4, got {args.out}")
+    G, ws, delta = _load(args)
+    out = write_turntable(G, ws, args.out, frames=args.frames, fps=args.fps, pitch=math.radians(args.pitch),
+                          delta=delta, batch_size=args.batch, key=args.kind,
+                          neural_rendering_resolution=args.render_resolution, progress=not args.quiet)
+    print(f"wrote {out} ({args.frames} frames at {args.fps:g} fps)")
+    return 0
+
+
+def run_mesh(args: argparse.Namespace) -> int:
+    from ..export.mesh import MESH_FORMATS, extract_mesh, sample_density, write_mesh
+
+    for out in args.out:
+        if Path(out).suffix.lower() not in MESH_FORMATS:
+            raise InputError(f"mesh output must end in {', '.join(MESH_FORMATS)}, got {out}")
+    if args.level == "auto":
+        level = "auto"
+    else:
+        try:
+            level = float(args.level)
+        except ValueError:
+            raise InputError(f"--level must be 'auto' or a number, got {args.level!r}") from None
+    G, ws, _ = _load(args)
+    grid = sample_density(G, ws, args.resolution, progress=not args.quiet)
+    if args.mrc:
+        from ..export.volume import write_mrc
+
+        write_mrc(grid.sigma, args.mrc, voxel_size=grid.voxel_size, origin=(grid.origin,) * 3)
+        print(f"wrote {args.mrc} (raw density, {args.resolution}^3)")
+    mesh = extract_mesh(G, ws, grid=grid, level=level, crop=args.crop, keep_largest=not args.keep_all,
+                        colors=not args.no_colors, progress=not args.quiet)
+    for out in args.out:
+        write_mesh(mesh, out)
+        print(f"wrote {out} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces, "
+              f"iso-level {mesh.metadata['iso_level']:.3g})")
+    return 0
