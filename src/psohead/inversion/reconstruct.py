@@ -54,7 +54,8 @@ class Reconstruction:
 
     @torch.no_grad()
     def render(self, labels: torch.Tensor) -> torch.Tensor:
-        """Images [N,3,H,W] in [-1,1] of the tuned head at the given (offset-free) labels."""
+        """Images [N,3,H,W] in [-1,1] of the tuned head at exactly these labels (``render_label`` is the
+        input camera with the offset; the back camera and exports of the official use none/Δ resp.)."""
         device = self.ws.device
         labels = labels.reshape(-1, LABEL_DIM).to(device)
         out = self.G.synthesis(self.ws.expand(len(labels), -1, -1), labels, noise_mode="const", deterministic=True)

@@ -1,0 +1,130 @@
+"""Inversion speed: seconds per stage-1 / stage-2 step, per photo at a preset, and peak memory.
+
+Self-contained (random weights, the target is a render of the generator itself), so it needs no
+checkpoint or data. The lead runs it on the GPU:
+
+    python benchmarks/bench_inversion.py --device cuda --config official --precision fp32 tf32 bf16
+
+On CPU use ``--config small``. Each (precision) row times ``--steps`` steps of each stage after
+``--warmup`` untimed steps and extrapolates to the preset's step counts (official: 500 + 500).
+Results go to benchmarks/results/bench_inversion.{json,md}. Runs in well under 5 minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from psohead.camera import label_from_yaw_pitch
+from psohead.inversion.losses import build_perceptual
+from psohead.inversion.pivotal import PivotalConfig, tune
+from psohead.inversion.presets import get_preset
+from psohead.inversion.projector import ProjectorConfig, latent_stats, project
+from psohead.inversion.pseudo_back import back_cameras
+from psohead.inversion.targets import BACK_WEIGHT, TargetView
+from psohead.networks.config import GeneratorConfig
+from psohead.networks.generator import TriGridGenerator
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_generator(config: str, device) -> TriGridGenerator:
+    cfg = GeneratorConfig.official() if config == "official" else GeneratorConfig.fixture_small()
+    torch.manual_seed(0)
+    G = TriGridGenerator.from_config(cfg).to(device).eval()
+    G.rendering_kwargs = {**G.rendering_kwargs, "ray_start": 2.35}
+    return G
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_stage(fn, steps: int, warmup: int, device) -> float:
+    """Seconds per step: run warmup steps, then ``steps`` steps (two separate calls)."""
+    if warmup:
+        fn(warmup)
+    sync(device)
+    t = time.perf_counter()
+    fn(steps)
+    sync(device)
+    return (time.perf_counter() - t) / steps
+
+
+def bench(G, device, precision: str, steps: int, warmup: int, perceptual: str, deterministic: bool) -> dict:
+    label = label_from_yaw_pitch(0.0).to(device)
+    with torch.no_grad():
+        z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1)).to(device)
+        image = G.synthesis(G.mapping(z, label), label, noise_mode="const")["image"].float()
+    stats = latent_stats(G, 1000)
+    back = back_cameras(label.cpu())[0][1]
+    views = [TargetView("front", image.cpu(), label.cpu(), 1.0),
+             TargetView("back", image.flip(-1).cpu(), back, BACK_WEIGHT, None, "prior")]
+    loss = build_perceptual(perceptual).to(device)
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def stage1(n):
+        project(G, views, loss, stats, ProjectorConfig(num_steps=n, deterministic=deterministic), progress=False,
+                precision=precision)
+
+    def stage2(n):
+        tune(G, stats.w_avg.repeat(1, G.num_ws, 1), views, loss, PivotalConfig(num_steps=n,
+                                                                                  deterministic=deterministic),
+             progress=False, precision=precision)
+
+    s1 = time_stage(stage1, steps, warmup, device)
+    s2 = time_stage(stage2, steps, warmup, device)
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if torch.device(device).type == "cuda" else None
+    return {"precision": precision, "stage1_s_per_step": s1, "stage2_s_per_step": s2, "peak_mem_gib": peak}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--config", choices=("official", "small"), default="official")
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "tf32", "bf16"))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--perceptual", default="msssim", choices=("msssim", "none"))
+    ap.add_argument("--deterministic", action="store_true", help="fixed ray samples (the fast preset's setting)")
+    ap.add_argument("--preset", default="official", help="preset whose step counts give the per-photo time")
+    ap.add_argument("--name", default="bench_inversion")
+    args = ap.parse_args(argv)
+
+    G = make_generator(args.config, args.device)
+    preset = get_preset(args.preset)
+    rows = []
+    for precision in args.precision:
+        row = bench(G, args.device, precision, args.steps, args.warmup, args.perceptual, args.deterministic)
+        row["per_photo_s"] = row["stage1_s_per_step"] * preset.stage1_steps + row["stage2_s_per_step"] * preset.stage2_steps
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    machine = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else platform.processor() or platform.machine()
+    result = {"date": datetime.date.today().isoformat(), "machine": machine, "torch": torch.__version__,
+              "command": "python " + " ".join(sys.argv), "config": args.config, "preset": preset.to_dict(),
+              "perceptual": args.perceptual, "views": 2, "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [f"# Inversion speed ({args.config} config, random weights, front + back view)", "",
+             f"Machine: {machine}; torch {torch.__version__}; {result['date']}; perceptual {args.perceptual}",
+             f"Command: `{result['command']}`", "",
+             f"| precision | stage 1 s/step | stage 2 s/step | per photo ({preset.stage1_steps}+{preset.stage2_steps}) s | peak GiB |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        peak = "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.2f}"
+        lines.append(f"| {r['precision']} | {r['stage1_s_per_step']:.4f} | {r['stage2_s_per_step']:.4f} | "
+                     f"{r['per_photo_s']:.1f} | {peak} |")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
