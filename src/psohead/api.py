@@ -11,7 +11,8 @@ from .checkpoint.safetensors_io import NetworkFile, is_safetensors, read_network
 from .errors import CheckpointError
 from .networks.config import ConfigError, DiscriminatorConfig, GeneratorConfig
 
-__all__ = ["DEFAULT_GENERATOR", "load_discriminator", "load_generator", "read_checkpoint", "save_network"]
+__all__ = ["DEFAULT_GENERATOR", "build_network", "load_discriminator", "load_generator", "load_network",
+           "read_checkpoint", "save_network"]
 
 DEFAULT_GENERATOR = Path(__file__).resolve().parent / "assets" / "default_generator.safetensors"
 OFFICIAL_CLASSES = {"TriPlaneGenerator": "generator", "MaskDualDiscriminatorV2": "discriminator"}
@@ -98,9 +99,30 @@ def _load_weights(module: torch.nn.Module, state_dict: dict, path: Path) -> None
     module.load_state_dict(state_dict, strict=True)
 
 
-def _finish(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
+def build_network(net: NetworkFile, where: str | os.PathLike = "", device=None, dtype: torch.dtype = torch.float32):
+    """The module a :class:`NetworkFile` describes, weights strict-loaded, eval mode, no grad."""
+    where = Path(where)
+    if net.kind == "generator":
+        from .networks.generator import TriGridGenerator
+
+        module = TriGridGenerator.from_config(_config(net, GeneratorConfig, where))
+    else:
+        from .networks.discriminator import MaskDualDiscriminatorV2
+
+        cfg = _config(net, DiscriminatorConfig, where)
+        module = MaskDualDiscriminatorV2(**cfg.to_dict())
+        if getattr(module, "config", None) is None:
+            module.config = cfg  # lets save_network write it back without a separate config argument
+    _load_weights(module, net.state_dict, where)
     module = module.to(device=torch.device(device or "cpu"), dtype=dtype)
     return module.eval().requires_grad_(False)
+
+
+def load_network(path_or_name: str | os.PathLike, which: str = "G_ema", device=None,
+                 dtype: torch.dtype = torch.float32):
+    """Whichever network the file holds (``which`` picks G_ema / G / D inside an official .pkl)."""
+    path = _resolve(path_or_name)
+    return build_network(read_checkpoint(path, which), path, device=device, dtype=dtype)
 
 
 def load_generator(path_or_name: str | os.PathLike = "default", device=None, which: str = "G_ema",
@@ -110,31 +132,19 @@ def load_generator(path_or_name: str | os.PathLike = "default", device=None, whi
     ``which`` selects G_ema (default) or G inside an official snapshot. Parameters come back with
     ``requires_grad=False`` as the official loader leaves them; call ``requires_grad_(True)`` to tune.
     """
-    from .networks.generator import TriGridGenerator
-
     if which == "D":
         raise CheckpointError("which='D' is the discriminator; use load_discriminator")
     path = _resolve(path_or_name)
     net = read_checkpoint(path, which)
     if net.kind != "generator":
         raise CheckpointError(f"{path}: holds a {net.kind}, not a generator")
-    cfg = _config(net, GeneratorConfig, path)
-    G = TriGridGenerator.from_config(cfg)
-    _load_weights(G, net.state_dict, path)
-    return _finish(G, device, dtype)
+    return build_network(net, path, device=device, dtype=dtype)
 
 
 def load_discriminator(path: str | os.PathLike, device=None, dtype: torch.dtype = torch.float32):
     """A ``MaskDualDiscriminatorV2`` (eval mode, no grad) from our file or the D of an official .pkl."""
-    from .networks.discriminator import MaskDualDiscriminatorV2
-
     path = _resolve(path)
     net = read_checkpoint(path, "D")
     if net.kind != "discriminator":
         raise CheckpointError(f"{path}: holds a {net.kind}, not a discriminator")
-    cfg = _config(net, DiscriminatorConfig, path)
-    D = MaskDualDiscriminatorV2(**cfg.to_dict())
-    if getattr(D, "config", None) is None:
-        D.config = cfg  # lets save_network write it back without a separate config argument
-    _load_weights(D, net.state_dict, path)
-    return _finish(D, device, dtype)
+    return build_network(net, path, device=device, dtype=dtype)
