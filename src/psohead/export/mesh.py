@@ -9,7 +9,7 @@ tuned to one trained model. ``level='auto'`` (the default) instead picks the den
 renderer itself sees the surface: along axis-aligned rays entering the volume from the four sides
 and the top, the point where transmittance falls to 1/2 (optical depth ln 2); the level is the
 median density found at those points. For any network this puts the mesh where renders put the
-silhouette and depth, whatever the absolute density scale. See docs/outputs.md for measurements.
+silhouette and depth, whatever the absolute density scale. See docs/export.md for measurements.
 """
 from __future__ import annotations
 
