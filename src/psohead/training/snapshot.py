@@ -11,6 +11,8 @@ so a crash (even SIGKILL) leaves either the old snapshot or the new one, never a
 """
 from __future__ import annotations
 
+import glob
+import io
 import os
 import random
 from pathlib import Path
@@ -39,18 +41,54 @@ def atomic_torch_save(obj, path) -> Path:
     return path
 
 
-def save_snapshot(path, state: dict) -> Path:
-    """Write a training state dict (see module docstring) atomically."""
-    return atomic_torch_save({"format": FORMAT, **state}, path)
+def part_paths(path) -> list[Path]:
+    """Existing parts ``<path>.part000``, ``.part001``, ... of a split snapshot, in order."""
+    path = Path(path)
+    return sorted(path.parent.glob(glob.escape(path.name) + ".part[0-9][0-9][0-9]"))
+
+
+def save_snapshot(path, state: dict, part_mb: float | None = None) -> Path:
+    """Write a training state dict (see module docstring) atomically.
+
+    With ``part_mb`` the file is written as ``<path>.part000``, ``.part001``, ... of at most that
+    many MiB each (for transports with a per-file size limit); :func:`load_snapshot` joins them.
+    """
+    path = Path(path)
+    if part_mb is None:
+        for old in part_paths(path):
+            old.unlink()
+        return atomic_torch_save({"format": FORMAT, **state}, path)
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buf)
+    data, size = buf.getvalue(), max(1, int(part_mb * 2**20))
+    chunks = [data[i:i + size] for i in range(0, len(data), size)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmps = []
+    for k, chunk in enumerate(chunks):
+        tmp = path.with_name(f".{path.name}.part{k:03d}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        tmps.append(tmp)
+    stale = part_paths(path)[len(chunks):]
+    for k, tmp in enumerate(tmps):
+        os.replace(tmp, path.with_name(f"{path.name}.part{k:03d}"))
+    for old in stale:
+        old.unlink()
+    path.unlink(missing_ok=True)
+    return path
 
 
 def load_snapshot(path) -> dict:
-    """Read a snapshot written by :func:`save_snapshot` (tensors on CPU)."""
+    """Read a snapshot written by :func:`save_snapshot` (tensors on CPU), whole or split in parts."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"snapshot {path}: no such file")
+    parts = [] if path.is_file() else part_paths(path)
+    if not path.is_file() and not parts:
+        raise CheckpointError(f"snapshot {path}: no such file (nor {path.name}.part000...)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        source = path if not parts else io.BytesIO(b"".join(p.read_bytes() for p in parts))
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError for torn files
         raise CheckpointError(f"snapshot {path}: unreadable ({type(err).__name__}: {str(err)[:120]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -59,9 +97,9 @@ def load_snapshot(path) -> dict:
 
 
 def find_latest(run_dir) -> Path | None:
-    """The run folder's latest snapshot, or None."""
+    """The run folder's latest snapshot (whole or split), or None."""
     path = Path(run_dir) / LATEST
-    return path if path.is_file() else None
+    return path if path.is_file() or part_paths(path) else None
 
 
 def capture_rng() -> dict:
