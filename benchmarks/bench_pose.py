@@ -23,7 +23,8 @@ from PIL import Image
 
 from psohead import camera
 from psohead.preprocess import align, pose
-from psohead.preprocess.landmarks import detect_faces
+from psohead.preprocess.landmarks import predict_landmarks
+from psohead.preprocess.pipeline import CANVAS_BOX
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "data" / "panohead_samples"
@@ -79,7 +80,7 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true")
     args = ap.parse_args()
     samples = load_samples()
-    lms = [detect_faces(rgb)[0].landmarks for _, rgb, _ in samples]
+    lms = [predict_landmarks(rgb, CANVAS_BOX) for _, rgb, _ in samples]
     labels = [lb for _, _, lb in samples]
     if args.calibrate:
         calib = pose.calibrate(lms, labels)

@@ -12,7 +12,7 @@ from ..errors import InputError, NoFaceError
 from .crop import CANVAS, MIN_QUAD_SIDE, SQUARE_SIDE, SQUARE_TL, Quad, apply_affine, crop_canvas, initial_quad, \
     quad_to_canvas
 from .io import load_image
-from .landmarks import Face, detect_faces
+from .landmarks import Face, detect_faces, predict_landmarks
 from .mask import person_matte
 from .pose import Calibration, estimate_pose, euler_3ddfa, label_from_rotation
 
@@ -43,31 +43,48 @@ class AlignedFace:
     report: dict = field(default_factory=dict)
 
 
-def refine_quad(quad: Quad, lm: np.ndarray, calib: Calibration | None = None) -> Quad:
+def _inverse(affine: np.ndarray) -> np.ndarray:
+    return np.linalg.inv(np.vstack([affine, [0, 0, 1]]))[:2]
+
+
+# dlib's box for a face framed the official way (what its detector returns on the sample crops)
+CANVAS_BOX = (134, 170, 455, 491)
+
+
+def canvas_landmarks(rgb: np.ndarray, quad: Quad) -> tuple[np.ndarray, np.ndarray]:
+    """Warp the quad to the canvas and predict the 68 points there: the predictor then always sees
+    the face at the same scale and upright, so the pose does not depend on how the photo was framed."""
+    canvas = crop_canvas(rgb, quad)
+    return canvas, predict_landmarks(canvas, CANVAS_BOX)
+
+
+def refine_quad(rgb: np.ndarray, quad: Quad, calib: Calibration | None = None) -> Quad:
     """Spec 7.3 step 8 with our pose: move/scale the quad so the head origin lands at the
     canvas centre at the official distance; orientation (roll) is kept."""
     a0 = quad_to_canvas(quad)
-    pose = estimate_pose(apply_affine(a0, lm), calib)
+    pose = estimate_pose(canvas_landmarks(rgb, quad)[1], calib)
     centre = np.array([CANVAS / 2, CANVAS / 2])
     sq_centre = np.array(SQUARE_TL) + SQUARE_SIDE / 2
     # the refined canvas is canvas0 magnified by 1/scale about the anchor, which moves to the centre
     c_canvas0 = (sq_centre - centre) * pose.scale + pose.anchor_px
-    inv = np.linalg.inv(np.vstack([a0, [0, 0, 1]]))[:2]
-    c_img = apply_affine(inv, c_canvas0[None])[0]
+    c_img = apply_affine(_inverse(a0), c_canvas0[None])[0]
     return Quad(center=c_img, x=quad.x * pose.scale, y=quad.y * pose.scale)
 
 
 def _align_face(rgb: np.ndarray, face: Face, size: int, with_mask: bool, skip_small: bool,
                 calib: Calibration | None, name: str) -> AlignedFace:
-    quad = refine_quad(initial_quad(face.landmarks), face.landmarks, calib)
+    # landmarks re-predicted on the upright, normalised canvas are steadier than the first ones
+    quad = initial_quad(face.landmarks)
+    quad = initial_quad(apply_affine(_inverse(quad_to_canvas(quad)), canvas_landmarks(rgb, quad)[1]))
+    quad = refine_quad(rgb, quad, calib)
     small = quad.side < MIN_QUAD_SIDE
     if small and skip_small:
         raise FaceTooSmallError(f"{name}: face too small (quad side {quad.side:.0f} px < {MIN_QUAD_SIDE:.0f})")
     if small:
         warnings.warn(f"{name}: face quad side {quad.side:.0f} px < {MIN_QUAD_SIDE:.0f} px (the official "
                       f"pipeline drops such faces); the crop is upsampled", FaceTooSmallWarning, stacklevel=3)
-    canvas = crop_canvas(rgb, quad)
-    pose = estimate_pose(apply_affine(quad_to_canvas(quad), face.landmarks), calib)
+    canvas, lm_canvas = canvas_landmarks(rgb, quad)
+    pose = estimate_pose(lm_canvas, calib)
     yaw, pitch, roll = euler_3ddfa(pose.rotation)
     img = Image.fromarray(canvas)
     mask = person_matte(canvas) if with_mask else None

@@ -24,7 +24,9 @@ import torch
 from .. import camera
 from .crop import CANVAS
 
-FIT_POINTS = np.arange(17, 68)  # jaw points (0-16) follow the silhouette, not fixed flesh points
+# All 68: without the jaw, pitch leans on the mouth, whose template match breaks with smiles
+# (astronaut: 26 deg pitch on 17-67, 2 deg on 0-67; benchmarks/results/preprocess.md).
+FIT_POINTS = np.arange(68)
 FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes <-> 3DDFA/OpenGL view axes
 
 
