@@ -122,7 +122,8 @@ class PanoHeadLoss:
         blur_sigma = self.blur_sigma(cur_nimg)
         swapping_prob = self.swapping_prob(cur_nimg)
         resolution = self.rendering_resolution(cur_nimg)
-        self.G.rendering_kwargs["density_noise"] = self.density_noise(cur_nimg)
+        if phase != "Dreg":  # Dreg runs D on reals only
+            self.G.rendering_kwargs["density_noise"] = self.density_noise(cur_nimg)
         stats = {}
 
         if phase == "Gmain":
@@ -162,5 +163,6 @@ class PanoHeadLoss:
                 total = total + loss_r1
                 stats.update({"loss/r1": loss_r1.detach(), "loss/r1_penalty": penalty.detach().mean(),
                               "loss/r1_penalty_seg": penalty_seg.detach().mean()})
-            total.mul(gain).backward()
+            if total.requires_grad:  # False only for a D whose score ignores the images
+                total.mul(gain).backward()
         return stats
