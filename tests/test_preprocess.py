@@ -182,3 +182,45 @@ def test_crop_files_batch_and_cli(samples, tmp_path):
     assert main(["crop", str(src / "broken.jpg"), "--outdir", str(tmp_path / "o2"), "--no-mask"]) == 1
     assert main(["crop", str(src / "man.png"), "--outdir", str(tmp_path / "o3"), "--no-mask", "--size", "512"]) == 0
     assert Image.open(tmp_path / "o3" / "man.jpg").size == (512, 512) and not (tmp_path / "o3" / "masks").exists()
+
+
+def test_mediapipe_fallback_detector_finds_the_same_face():
+    import skimage.data
+
+    from psohead.preprocess.landmarks import _dlib_boxes, _mediapipe_boxes
+
+    rgb = skimage.data.astronaut()
+    (mp_box, mp_score), = _mediapipe_boxes(rgb)
+    dl_box = max(_dlib_boxes(rgb), key=lambda b: b[1])[0]
+    assert mp_score > 0.5
+    # centres within a quarter face of each other, similar size
+    assert np.hypot((mp_box[0] + mp_box[2] - dl_box[0] - dl_box[2]) / 2,
+                    (mp_box[1] + mp_box[3] - dl_box[1] - dl_box[3]) / 2) < 0.25 * (dl_box[2] - dl_box[0])
+    assert 0.6 < (mp_box[2] - mp_box[0]) / (dl_box[2] - dl_box[0]) < 1.6
+
+
+def test_blur_fill_where_quad_leaves_photo(samples):
+    from psohead.preprocess.crop import Quad, crop_canvas
+
+    data, _ = samples
+    crop = data["000157.jpg"][0]
+    # a quad that hangs 200 px off the left edge: that strip must be smooth (blurred), not mirrored detail
+    quad = Quad(center=np.array([100.0, 300.0]), x=np.array([255.5, 0.0]), y=np.array([0.0, 255.5]))
+    out = crop_canvas(crop, quad).astype(np.float64)
+    left = out[60:540, 0:150]
+    inside = out[60:540, 400:550]
+    lap = lambda a: np.abs(np.diff(a, 2, axis=1)).mean()
+    assert lap(left) < 0.5 * lap(inside)
+
+
+def test_align_through_mediapipe_fallback(samples, monkeypatch):
+    """When dlib finds nothing (strong profiles), the MediaPipe box feeds the same 68-point pipeline."""
+    from psohead.preprocess import landmarks
+
+    data, _ = samples
+    crop, truth = data["000157.jpg"]
+    monkeypatch.setattr(landmarks, "_dlib_boxes", lambda small: [])
+    face = align(crop, with_mask=False)
+    assert face.detector == "mediapipe"
+    assert rot_err_deg(face.label, truth) < 4.5
+    assert psnr(face.image, crop) > 20

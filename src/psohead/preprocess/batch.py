@@ -66,12 +66,13 @@ def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", FaceTooSmallWarning)
-                faces = align_all(path, size=size, with_mask=with_mask, skip_small=skip_small, name=str(path))
+                faces = align_all(path, size=size, with_mask=with_mask, skip_small=skip_small, name=str(path),
+                                  max_faces=None if all_faces else 1)
             notes += [str(w.message) for w in caught if issubclass(w.category, FaceTooSmallWarning)]
         except PsoheadError as err:
             failed[str(path)] = str(err)
             continue
-        for k, face in enumerate(faces if all_faces else faces[:1]):
+        for k, face in enumerate(faces):
             stem = path.stem if not all_faces else f"{path.stem}_{k:02d}"
             while stem in used:  # same stem from two folders
                 stem += "_"

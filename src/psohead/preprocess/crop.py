@@ -64,7 +64,8 @@ def crop_canvas(rgb: np.ndarray, quad: Quad) -> np.ndarray:
     out = cv2.resize(warped, (CANVAS, CANVAS), interpolation=cv2.INTER_AREA).astype(np.float32)
     outside = 1.0 - cv2.resize(inside, (CANVAS, CANVAS), interpolation=cv2.INTER_AREA)
     if outside.max() > 1e-3:
-        soft = np.clip(cv2.blur(outside, (21, 21)), 0, 1)[..., None]
+        # fully-outside pixels stay fully blurred; the blur only softens the seam
+        soft = np.clip(np.maximum(outside, cv2.blur(outside, (21, 21))), 0, 1)[..., None]
         blurred = cv2.blur(out, (31, 31))
         out = out * (1 - soft) + blurred * soft
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -102,8 +102,9 @@ def _align_face(rgb: np.ndarray, face: Face, size: int, with_mask: bool, skip_sm
 
 
 def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: bool = False,
-              calib: Calibration | None = None, name: str | None = None) -> list[AlignedFace]:
-    """Every detected face, largest first. Raises NoFaceError when there is none."""
+              calib: Calibration | None = None, name: str | None = None,
+              max_faces: int | None = None) -> list[AlignedFace]:
+    """Every detected face (at most max_faces), largest first. Raises NoFaceError when there is none."""
     if size not in (CANVAS, 512):
         raise InputError(f"size must be {CANVAS} (official canvas) or 512, got {size}")
     name = name or (str(image) if isinstance(image, (str,)) or hasattr(image, "__fspath__") else "image")
@@ -117,6 +118,8 @@ def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: boo
         raise NoFaceError(f"{name}: no face found")
     out = []
     for face in faces:
+        if max_faces is not None and len(out) >= max_faces:
+            break
         try:
             out.append(_align_face(rgb, face, size, with_mask, skip_small, calib, name))
         except FaceTooSmallError:
@@ -130,4 +133,4 @@ def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: boo
 def align(image, size: int = CANVAS, with_mask: bool = True, skip_small: bool = False,
           calib: Calibration | None = None, name: str | None = None) -> AlignedFace:
     """The largest face of a photo (path, PIL image or uint8 array) aligned the PanoHead way."""
-    return align_all(image, size, with_mask, skip_small, calib, name)[0]
+    return align_all(image, size, with_mask, skip_small, calib, name, max_faces=1)[0]
