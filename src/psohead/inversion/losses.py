@@ -241,7 +241,7 @@ class DiscriminatorFeatures(PerceptualLoss):
 
 
 class MSSSIM(PerceptualLoss):
-    """1 - MS-SSIM (5 scales) on [0,1] images.
+    """1 - MS-SSIM (5 scales) on [0,1] images, compared at most at 256 px like the official LPIPS.
 
     pytorch_msssim needs side > 16 * (win_size - 1), so small renders get a smaller window
     (128 px: 7); below 48 px a single-scale SSIM is used.
@@ -256,6 +256,7 @@ class MSSSIM(PerceptualLoss):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         from pytorch_msssim import ms_ssim, ssim
 
+        x, y = area_downsample(x), area_downsample(y)
         x01, y01 = ((x + 1) / 2).clamp(0, 1), ((y + 1) / 2).clamp(0, 1)
         side = min(x.shape[-2:])
         win = self.win_size
