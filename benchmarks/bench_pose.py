@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -111,8 +112,8 @@ def main() -> None:
             row["mask_iou"] = round(iou(np.asarray(face.mask), np.asarray(Image.open(seg).convert("L"))), 4)
         rows.append(row)
         print(row)
-    result = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {platform.processor()} "
-              f"CPU, {platform.python_implementation()} {platform.python_version()}",
+    result = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+              f"{platform.python_implementation()} {platform.python_version()}",
               "command": "python benchmarks/bench_pose.py" + (" --calibrate" if args.calibrate else ""),
               "samples": rows, "synthetic_pnp": synthetic()}
     print(result["synthetic_pnp"])
