@@ -199,3 +199,20 @@ def test_unknown_official_class(tmp_path, monkeypatch):
         load_generator(path)
     with pytest.raises(CheckpointError, match="StyleGAN3Generator"):
         read_checkpoint(path)
+
+
+@pytest.mark.slow
+def test_converted_file_reproduces_case_a_and_b(G, tmp_path):
+    io = load_file(require_shared("fixtures", "panohead_small_io.safetensors"))
+    G2 = load_generator(save_network(G, tmp_path / "g.safetensors"))
+    with torch.no_grad():
+        a = G2(io["z"], io["caseA/c"], noise_mode="const", deterministic=True)
+        b = G2(io["z"], io["caseB/c"], truncation_psi=0.7, truncation_cutoff=14, noise_mode="const",
+               deterministic=True)
+    b["image_sub4"] = b["image"][:, :, ::4, ::4]
+    for case, out, keys in (("caseA", a, TOL), ("caseB", b, ("image_sub4", "image_raw", "image_depth", "image_mask"))):
+        for key in keys:
+            atol, rtol = TOL.get(key, TOL["image"])
+            ref = io[f"{case}/{key}"]
+            err = (out[key] - ref).abs().max().item()
+            assert err <= atol + rtol * ref.abs().max().item(), (case, key, err)
