@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .face import face_geometry, sample_face
+from .face import EXTENT, face_geometry, sample_face
 from .params import COL
 from .sdf import capsule, ellipsoid, smin, sphere
 
@@ -56,7 +56,8 @@ def _face_cm(q: torch.Tensor, pp: torch.Tensor, tex: torch.Tensor) -> torch.Tens
     h = h + 0.35 * _c(pp, "cheek") * cheek
     d = (q[:, 2] - h) / tex[:, 5]
     slab = torch.maximum(d, (h - 7.0) - q[:, 2])
-    return torch.maximum(slab, tex[:, 8] - 0.2)  # only inside the face oval
+    outside = (q[:, 0].abs() - EXTENT).clamp_min(0) + (q[:, 1].abs() - EXTENT).clamp_min(0)
+    return -smin(-slab, 0.2 - tex[:, 8] - outside, 0.6)  # only inside the face oval, softly
 
 
 def _eyes_cm(q: torch.Tensor, pp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +82,7 @@ def components(p: torch.Tensor, pp: torch.Tensor) -> dict[str, torch.Tensor]:
     q = face_local(p, pp)
     tex = sample_face(q)
     face = _face_cm(q, pp, tex) * cm
-    upper = smin(cran, face, 0.012)
+    upper = smin(cran, face, 0.02)
     jw = _c(pp, "jaw_w")
     jaw = ellipsoid(p - _vec(p, (0.0, -0.085, 0.0)), torch.stack([0.118 * jw, 0.095 * _c(pp, "chin"), 0.13 + 0 * jw], -1))
     skin = smin(upper, jaw, 0.03)
@@ -94,7 +95,7 @@ def components(p: torch.Tensor, pp: torch.Tensor) -> dict[str, torch.Tensor]:
     skin = smin(skin, neck, 0.03)
     eye_cm, eye_c = _eyes_cm(q, pp)
     eyes = eye_cm * cm
-    cloth = ellipsoid(p - _vec(p, (0.0, -0.52, -0.035)), _vec(p, (0.36, 0.18, 0.16)))
+    cloth = ellipsoid(p - _vec(p, (0.0, -0.43, -0.035)), _vec(p, (0.36, 0.16, 0.15)))
     cloth = smin(cloth, capsule(p, _vec(p, (0.0, -0.3, -0.035)), _vec(p, (0.0, -0.5, -0.03)), neck_r + 0.012), 0.03)
     hair = _hair(p, pp, upper, cc)
     return {"skin": skin * scale, "eyes": eyes * scale, "cloth": cloth * scale, "hair": hair * scale,
@@ -104,7 +105,8 @@ def components(p: torch.Tensor, pp: torch.Tensor) -> dict[str, torch.Tensor]:
 def _hair(p, pp, upper, cc):
     y, z = p[:, 1], p[:, 2]
     plane = (y - 0.675 * z - (0.035 + _c(pp, "hairline"))) / 1.2066
-    cap = torch.maximum(upper - _c(pp, "cap_thick"), -plane) + OFF * (1 - _c(pp, "cap_on"))
+    thick = _c(pp, "cap_thick") * (0.55 + 0.9 * ((y - 0.02) / 0.2).clamp(0, 1))  # fuller on top
+    cap = torch.maximum(upper - thick, -plane) + OFF * (1 - _c(pp, "cap_on"))
     vol = _c(pp, "curtain_vol")
     top = cc[1]
     length = (top - _c(pp, "curtain_bot")).clamp_min(0)
@@ -115,10 +117,10 @@ def _hair(p, pp, upper, cc):
     zc = 0.035 - 0.1 * ((-0.09 - y) / 0.06).clamp(0, 1)  # behind the neck below the chin
     cut = torch.maximum(zc - z, y - _c(pp, "fringe_y"))
     curtain = torch.maximum(curtain, -cut) + OFF * (1 - _c(pp, "curtain_on"))
-    bun = sphere(p, _vec(p, (0.0, 0.2, -0.2)), _c(pp, "bun_r")) + OFF * (1 - _c(pp, "bun_on"))
+    bun = sphere(p, _vec(p, (0.0, 0.22, -0.24)), _c(pp, "bun_r")) + OFF * (1 - _c(pp, "bun_on"))
     tl = _c(pp, "tail_len")
-    tail_end = torch.stack([0 * tl, 0.08 - tl, -0.25 - 0.12 * tl], -1)
-    tail = capsule(p, _vec(p, (0.0, 0.11, -0.21)), tail_end, 0.032) + OFF * (1 - _c(pp, "tail_on"))
+    tail_end = torch.stack([0 * tl, 0.12 - tl, -0.3 - 0.1 * tl], -1)
+    tail = capsule(p, _vec(p, (0.0, 0.14, -0.25)), tail_end, 0.036) + OFF * (1 - _c(pp, "tail_on"))
     hair = smin(smin(cap, curtain, 0.02), smin(bun, tail, 0.02), 0.02)
     amp, freq = _c(pp, "curl_amp"), _c(pp, "curl_freq")
     curl = amp * wave(p, freq, _c(pp, "phase"))
@@ -141,15 +143,17 @@ def albedo(c: dict, pp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rgb = lambda k: torch.stack([_c(pp, f"{k}_r"), _c(pp, f"{k}_g"), _c(pp, f"{k}_b")], -1)  # noqa: E731
     phase = _c(pp, "phase")
     skin_c, hair_c = rgb("skin"), rgb("hair")
+    front = ((q[:, 2] + 1.0) / 2.0).clamp(0, 1)  # face markings only on the face, not the back
+    tex = tex * front.unsqueeze(-1)
     n = wave(p, 220.0, phase).unsqueeze(-1)
-    skin = skin_c * (1 + 0.05 * n)
+    skin = skin_c * (1 + 0.025 * n)
     skin = torch.lerp(skin, rgb("lip"), tex[:, 2:3].clamp(0, 1))
     skin = skin * (1 - 0.55 * tex[:, 6:7].clamp(0, 1))
     lash = (tex[:, 7:8] * (1 - tex[:, 7:8]) * 4).clamp(0, 1)  # dark rim around the eye opening
     skin = torch.lerp(skin, skin * 0.25, 0.8 * lash)
     brow_c = torch.lerp(hair_c, torch.full_like(hair_c, 0.03), 0.4)
     skin = torch.lerp(skin, brow_c, (tex[:, 3:4] * _c(pp, "brow_dark").unsqueeze(-1)).clamp(0, 1))
-    cheek = torch.exp(-((q[:, 0].abs() - 4.0) ** 2 + (q[:, 1] + 1.2) ** 2) / 4.0).unsqueeze(-1)
+    cheek = (front * torch.exp(-((q[:, 0].abs() - 4.0) ** 2 + (q[:, 1] + 1.2) ** 2) / 4.0)).unsqueeze(-1)
     skin = torch.lerp(skin, skin * _vec(p, (1.1, 0.75, 0.75)), (0.5 * _c(pp, "blush").unsqueeze(-1) * cheek))
     beard_zone = (((-1.8 - q[:, 1]) / 1.0).clamp(0, 1) * tex[:, 4] * (1 - tex[:, 2]).clamp(0, 1)).unsqueeze(-1)
     beard = (_c(pp, "beard").unsqueeze(-1) * beard_zone * (0.75 + 0.25 * wave(p, 900.0, phase).unsqueeze(-1))).clamp(0, 1)

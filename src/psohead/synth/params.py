@@ -76,7 +76,7 @@ def sample_head(seed: int) -> dict:
 
 def _hair_shape(style: str, rng) -> dict:
     u = rng.uniform
-    h = dict(cap_on=1.0, cap_thick=u(0.012, 0.028), hairline=u(-0.02, 0.02), curtain_on=0.0, curtain_vol=0.03,
+    h = dict(cap_on=1.0, cap_thick=u(0.025, 0.045), hairline=u(-0.02, 0.02), curtain_on=0.0, curtain_vol=0.03,
              curtain_bot=-0.1, fringe_y=0.4, bun_on=0.0, bun_r=0.07, tail_on=0.0, tail_len=0.3,
              curl_amp=0.0, curl_freq=60.0, strand_freq=u(150, 260))
     if style == "bald":
@@ -90,9 +90,9 @@ def _hair_shape(style: str, rng) -> dict:
         h.update(curtain_on=1.0, curtain_vol=u(0.02, 0.04), curtain_bot=u(-0.45, -0.25),
                  fringe_y=u(0.1, 0.13) if u() < 0.3 else 0.4)
     elif style == "bun":
-        h.update(cap_thick=u(0.01, 0.018), bun_on=1.0, bun_r=u(0.055, 0.08))
+        h.update(cap_thick=u(0.015, 0.022), bun_on=1.0, bun_r=u(0.055, 0.08))
     elif style == "ponytail":
-        h.update(cap_thick=u(0.01, 0.018), tail_on=1.0, tail_len=u(0.2, 0.38))
+        h.update(cap_thick=u(0.015, 0.022), tail_on=1.0, tail_len=u(0.2, 0.38))
     elif style == "curly":
         h.update(cap_thick=u(0.05, 0.085), curtain_on=float(u() < 0.5), curtain_vol=u(0.05, 0.08),
                  curtain_bot=u(-0.12, -0.02), curl_amp=u(0.006, 0.011), curl_freq=u(35, 55), strand_freq=0.0)

@@ -1,0 +1,54 @@
+"""Contact sheets and ground-truth orbits of synthetic heads."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..camera import format_label, label_from_yaw_pitch
+from ..errors import InputError
+from .params import SCENE_KEYS, fixed_scene, sample_head, stack
+from .render import RenderConfig, render
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def render_views(seeds: list[int], yaws: list[float], pitch: float = 0.0, res: int = 128, device: str = "cpu",
+                 batch: int = 16):
+    """Every head under every yaw with the fixed neutral light: rgb [N, V, R, R, 3], mask [N, V, R, R]."""
+    heads = [sample_head(s) for s in seeds]
+    jobs = [(h, y) for h in heads for y in yaws]
+    cfg = RenderConfig(resolution=res)
+    rgbs, masks = [], []
+    for start in range(0, len(jobs), batch):
+        chunk = jobs[start:start + batch]
+        labels = label_from_yaw_pitch(torch.tensor([y for _, y in chunk]), pitch).to(device)
+        r = render(labels, stack([h for h, _ in chunk], device=device),
+                   stack([fixed_scene()] * len(chunk), SCENE_KEYS, device=device), cfg)
+        rgbs.append(_to_uint8(r.rgb.permute(0, 2, 3, 1)))
+        masks.append(_to_uint8(r.mask))
+    rgb = np.concatenate(rgbs).reshape(len(seeds), len(yaws), res, res, 3)
+    return rgb, np.concatenate(masks).reshape(len(seeds), len(yaws), res, res), heads
+
+
+def contact_sheet(out, seeds=tuple(range(8)), views: int = 6, res: int = 128, device: str = "cpu") -> Path:
+    """Rows = identities, columns = yaws evenly spaced over the full turn (frontal first)."""
+    if views < 1 or not seeds:
+        raise InputError("preview needs at least one identity and one view")
+    yaws = [2 * math.pi * k / views for k in range(views)]
+    yaws = [y - 2 * math.pi if y > math.pi else y for y in yaws]
+    rgb, _, _ = render_views(list(seeds), yaws, res=res, device=device)
+    sheet = rgb.transpose(0, 2, 1, 3, 4).reshape(len(seeds) * res, views * res, 3)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    Image.fromarray(sheet).save(tmp, format="PNG")
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,119 @@
+"""Procedural heads: determinism, camera geometry, masks vs hits, dataset round trip, errors."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from psohead.camera import label_from_yaw_pitch, split_label
+from psohead.errors import InputError
+from psohead.synth.dataset import entry_name, generate_dataset
+from psohead.synth.params import HEAD_KEYS, SCENE_KEYS, fixed_scene, sample_head, sample_scene, stack
+from psohead.synth.render import RenderConfig, camera_rays, render
+
+RES = 32
+
+
+def _render(heads, yaws, res=RES):
+    labels = label_from_yaw_pitch(torch.tensor(yaws, dtype=torch.float32), 0.0)
+    scenes = [fixed_scene()] * len(heads)
+    return render(labels, stack(heads), stack(scenes, SCENE_KEYS), RenderConfig(resolution=res))
+
+
+def test_same_seed_same_pixels_and_seeds_differ():
+    assert sample_head(7) == sample_head(7)
+    assert sample_head(7) != sample_head(8)
+    a = _render([sample_head(3)], [0.4])
+    b = _render([sample_head(3)], [0.4])
+    assert torch.equal(a.rgb, b.rgb) and torch.equal(a.mask, b.mask)
+    c = _render([sample_head(4)], [0.4])
+    assert (a.rgb - c.rgb).abs().mean() > 0.01
+
+
+def test_known_point_lands_on_expected_pixel():
+    label = label_from_yaw_pitch(0.7, 0.2)
+    cam2world, k = split_label(label)
+    point = torch.tensor([0.1, 0.05, 0.2, 1.0])
+    x = torch.linalg.inv(cam2world[0]) @ point  # OpenCV camera: x right, y down, z forward
+    u = (k[0, 0, 0] * x[0] / x[2] + k[0, 0, 2]) * RES  # pixel coordinates (0 = left edge)
+    v = (k[0, 1, 1] * x[1] / x[2] + k[0, 1, 2]) * RES
+    col, row = int(u), int(v)
+    origin, dirs = camera_rays(label, RES)
+    ray = dirs[0, row * RES + col]
+    to_point = point[:3] - origin[0]
+    along = (to_point @ ray) * ray
+    miss = (to_point - along).norm()
+    assert miss < (to_point.norm() / (k[0, 0, 0] * RES)).item()  # within about one pixel footprint
+
+
+def test_back_view_shows_hair_front_view_shows_face():
+    head = dict(sample_head(3))  # a "short" style
+    head.update(hair_r=0.0, hair_g=0.9, hair_b=0.0)  # pure green hair, skin is never green
+    out = _render([head, head], [0.0, math.pi])
+    centre = out.rgb[:, :, RES // 2 - 2:RES // 2 + 2, RES // 2 - 2:RES // 2 + 2].mean((2, 3))
+    front, back = centre
+    assert back[1] > 1.5 * back[0] and back[1] > 1.5 * back[2]
+    assert front[0] > front[2] and front[1] < 1.3 * front[0]
+    assert out.hit[:, RES // 2, RES // 2].all()
+
+
+def test_mask_agrees_with_depth_hits():
+    out = _render([sample_head(s) for s in (1, 8, 15)], [0.0, 2.0, -2.8])
+    hit, mask = out.hit, out.mask
+    assert (mask[hit] == 1).all()
+    assert ((out.depth > 0) == hit).all()
+    near = torch.nn.functional.max_pool2d(hit.float().unsqueeze(1), 5, 1, 2).squeeze(1) > 0
+    assert (mask[~near] == 0).all()  # soft values only within 2 px of the silhouette
+    assert 0.15 < hit.float().mean() < 0.9
+
+
+def test_dataset_round_trip_and_resume(tmp_path):
+    from psohead.training.dataset import HeadDataset, check_dataset
+
+    out = tmp_path / "ds"
+    generate_dataset(out, n=4, res=16, seed=5, progress=False)
+    summary = check_dataset(out)
+    assert summary["count"] == 4 and summary["resolution"] == 16 and summary["masks"]
+    ds = HeadDataset(out)
+    assert len(ds) == 4
+    rows = [json.loads(x) for x in (out / "heads.jsonl").read_text().splitlines()]
+    labels = json.loads((out / "images" / "dataset.json").read_text())["labels"]
+    for row, (name, lab) in zip(rows, labels):
+        assert row["image"] == name
+        expect = label_from_yaw_pitch(row["yaw"], row["pitch"])[0]
+        assert np.allclose([float(v) for v in lab], expect.numpy(), atol=2e-6)
+    first = (out / "images" / entry_name(1)).read_bytes()
+    (out / "images" / entry_name(1)).unlink()
+    (out / "images" / "dataset.json").unlink()
+    info = generate_dataset(out, n=4, res=16, seed=5, progress=False)
+    assert info["rendered"] == 1
+    assert (out / "images" / entry_name(1)).read_bytes() == first
+    assert (out / "images" / "dataset.json").is_file()
+    assert not list(out.rglob(".*.tmp"))
+    with pytest.raises(InputError, match="other settings"):
+        generate_dataset(out, n=4, res=32, seed=5, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=0), "--n"), (dict(res=60), "power of two"), (dict(yaw_dist="sideways"), "--yaw-dist"),
+    (dict(workers=0), "--workers"),
+])
+def test_bad_arguments(tmp_path, kwargs, message):
+    args = {**dict(n=2, res=16, progress=False), **kwargs}
+    with pytest.raises(InputError, match=message):
+        generate_dataset(tmp_path / "x", **args)
+
+
+def test_cli_reports_bad_output_folder(tmp_path, capsys):
+    from psohead.cli import main
+
+    (tmp_path / "junk.txt").write_text("x")
+    assert main(["synth", "dataset", "--n", "1", "--res", "16", "--out", str(tmp_path), "--quiet"]) == 1
+    assert "not a synthetic dataset" in capsys.readouterr().err
+
+
+def test_parameters_cover_every_key():
+    head, scene = sample_head(11), sample_scene(0, 3)
+    assert set(HEAD_KEYS) <= set(head) and set(SCENE_KEYS) == set(scene)
+    assert all(math.isfinite(head[k]) for k in HEAD_KEYS)
