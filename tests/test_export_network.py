@@ -31,3 +31,21 @@ def test_vertex_colours_agree_with_the_raw_render_where_the_surface_is_seen():
     assert diff < 1.0 and diff < shuffled / 3
     varying = [ch for ch in range(3) if raw[:, ch].std() > 1]
     assert varying and all(np.corrcoef(raw[:, ch], vc[:, ch])[0, 1] > 0.9 for ch in varying)
+
+
+@pytest.mark.slow
+def test_density_grid_matches_sample_mixed():
+    from psohead.api import load_generator
+    from psohead.export.mesh import sample_density
+
+    G = load_generator(require_shared("fixtures/panohead_small_official_format.pkl"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(1, G.z_dim), label_from_yaw_pitch(0.0), truncation_psi=0.7)
+        grid = sample_density(G, ws, resolution=9, chunk_size=200, progress=False)   # 4 chunks
+        ax = torch.linspace(-0.5, 0.5, 9)
+        pts = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(1, -1, 3)
+        dirs = torch.zeros_like(pts)
+        dirs[..., 2] = -1
+        ref = G.sample_mixed(pts, dirs, ws, noise_mode="const")["sigma"].reshape(9, 9, 9).numpy()
+    assert np.allclose(grid.sigma, ref, atol=1e-4, rtol=1e-4)

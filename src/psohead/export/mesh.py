@@ -108,6 +108,16 @@ def _box(G) -> float:
     return float(G.rendering_kwargs["box_warp"])
 
 
+def point_query(G, ws: torch.Tensor):
+    """``f(coords, dirs) -> {'sigma', 'rgb'}`` as ``G.sample_mixed`` with const noise. For psohead
+    generators the tri-grid is computed once here instead of once per chunk."""
+    if all(hasattr(G, a) for a in ("planes", "decoder", "renderer")):
+        planes = G.planes(ws, noise_mode="const")
+        return lambda coords, dirs: G.renderer.run_model(planes, G.decoder, coords, dirs, G.rendering_kwargs,
+                                                         deterministic=True)
+    return lambda coords, dirs: G.sample_mixed(coords, dirs, ws, noise_mode="const")
+
+
 @torch.no_grad()
 def sample_density(G, ws: torch.Tensor, resolution: int = 256, chunk_size: int = 2 ** 20,
                    progress: bool = True) -> DensityGrid:
@@ -118,12 +128,13 @@ def sample_density(G, ws: torch.Tensor, resolution: int = 256, chunk_size: int =
     box, r, n = _box(G), resolution, resolution ** 3
     out = np.empty(n, np.float32)
     starts = range(0, n, chunk_size)
+    query = point_query(G, ws)
     for start in tqdm(starts, desc="density", unit="chunk", disable=not progress):
         end = min(start + chunk_size, n)
         coords = _grid_coords(start, end, r, box, ws.device).unsqueeze(0)
         dirs = torch.zeros_like(coords)
         dirs[..., 2] = -1  # unused by the decoder; the official script passes (0, 0, -1)
-        sigma = G.sample_mixed(coords, dirs, ws, noise_mode="const")["sigma"]
+        sigma = query(coords, dirs)["sigma"]
         out[start:end] = sigma.reshape(-1).float().cpu().numpy()
     return DensityGrid(out.reshape(r, r, r), box)
 
@@ -180,9 +191,10 @@ def vertex_colors(G, ws: torch.Tensor, vertices: np.ndarray, chunk_size: int = 2
     mapped like images (x*127.5 + 128)."""
     ws = ws if ws.ndim == 3 else ws.unsqueeze(0)
     cols = []
+    query = point_query(G, ws)
     for start in range(0, len(vertices), chunk_size):
         pts = torch.from_numpy(vertices[start:start + chunk_size]).to(ws.device, ws.dtype).unsqueeze(0)
-        feats = G.sample_mixed(pts, torch.zeros_like(pts), ws, noise_mode="const")["rgb"]  # [1,V,32]
+        feats = query(pts, torch.zeros_like(pts))["rgb"]  # [1,V,32]
         img = feats.permute(0, 2, 1).unsqueeze(-1)  # [1,32,V,1]: a one-pixel-wide feature image
         if getattr(getattr(G, "decoder", None), "activation", None) == "sigmoid":
             img = img * 2 - 1  # as synthesis does before turning features into colours
