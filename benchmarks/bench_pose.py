@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true")
     args = ap.parse_args()
     samples = load_samples()
-    lms = [predict_landmarks(rgb, CANVAS_BOX) for _, rgb, _ in samples]
+    lms = [predict_landmarks(rgb, CANVAS_BOX, symmetric=True) for _, rgb, _ in samples]
     labels = [lb for _, _, lb in samples]
     if args.calibrate:
         calib = pose.calibrate(lms, labels)

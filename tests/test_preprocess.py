@@ -47,9 +47,9 @@ def embed(crop: np.ndarray, scale: float, angle_deg: float, shift, size=(1100, 9
     return cv2.warpAffine(crop, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
-# dlib's landmarks on man.jpg (beard, jaw) jitter by a pixel or two with framing: lower bound there
-@pytest.mark.parametrize("name,scale,angle,shift,min_psnr", [("000157.jpg", 1.4, 15.0, (-60, 40), 28.0),
-                                                              ("man.jpg", 0.8, -10.0, (90, -30), 20.0)])
+# dlib's landmarks on man.jpg (beard, jaw) jitter more with framing: lower bound there
+@pytest.mark.parametrize("name,scale,angle,shift,min_psnr", [("000157.jpg", 1.4, 15.0, (-60, 40), 29.0),
+                                                              ("man.jpg", 0.8, -10.0, (90, -30), 22.0)])
 def test_reembedded_sample_recovers_crop_and_label(samples, name, scale, angle, shift, min_psnr):
     data, _ = samples
     crop, truth = data[name]
@@ -57,7 +57,7 @@ def test_reembedded_sample_recovers_crop_and_label(samples, name, scale, angle, 
     moved = align(embed(crop, scale, angle, shift), with_mask=False)
     # the pipeline is equivariant to similarity transforms: same crop, same camera
     assert psnr(moved.image, direct.image) > min_psnr
-    assert rot_err_deg(moved.label, direct.label) < 2.5
+    assert rot_err_deg(moved.label, direct.label) < 1.5
     # and close to the official crop / label (pose by PnP, not 3DDFA: a few degrees)
     assert psnr(moved.image, crop) > 18
     assert rot_err_deg(moved.label, truth) < 4.5

@@ -55,7 +55,7 @@ def canvas_landmarks(rgb: np.ndarray, quad: Quad) -> tuple[np.ndarray, np.ndarra
     """Warp the quad to the canvas and predict the 68 points there: the predictor then always sees
     the face at the same scale and upright, so the pose does not depend on how the photo was framed."""
     canvas = crop_canvas(rgb, quad)
-    return canvas, predict_landmarks(canvas, CANVAS_BOX)
+    return canvas, predict_landmarks(canvas, CANVAS_BOX, symmetric=True)
 
 
 def refine_quad(rgb: np.ndarray, quad: Quad, calib: Calibration | None = None) -> Quad:
