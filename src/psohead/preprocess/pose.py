@@ -50,7 +50,7 @@ class Pose:
 
 
 def _asset(name: str):
-    return resources.files("psohead.assets").joinpath(name)
+    return resources.files("psohead").joinpath("assets", name)
 
 
 @functools.lru_cache(maxsize=1)
