@@ -63,6 +63,8 @@ def refine_quad(rgb: np.ndarray, quad: Quad, calib: Calibration | None = None) -
     canvas centre at the official distance; orientation (roll) is kept."""
     a0 = quad_to_canvas(quad)
     pose = estimate_pose(canvas_landmarks(rgb, quad)[1], calib)
+    if not (0.5 < pose.scale < 2.0) or np.abs(pose.anchor_px - CANVAS / 2).max() > CANVAS / 4:
+        return quad  # implausible fit (occlusion, extreme pose): keep the landmark quad, like 3DDFA's rejects
     centre = np.array([CANVAS / 2, CANVAS / 2])
     sq_centre = np.array(SQUARE_TL) + SQUARE_SIDE / 2
     # the refined canvas is canvas0 magnified by 1/scale about the anchor, which moves to the centre
