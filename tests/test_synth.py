@@ -117,3 +117,31 @@ def test_parameters_cover_every_key():
     head, scene = sample_head(11), sample_scene(0, 3)
     assert set(HEAD_KEYS) <= set(head) and set(SCENE_KEYS) == set(scene)
     assert all(math.isfinite(head[k]) for k in HEAD_KEYS)
+
+
+def test_orbit_writes_views_labels_and_closed_coloured_mesh(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    from psohead.synth.orbit import write_orbits
+
+    write_orbits(tmp_path, [3], views=4, pitches=(0.0,), res=16, mesh_grid=48)
+    d = tmp_path / "3"
+    labels = json.loads((d / "dataset.json").read_text())["labels"]
+    assert [name for name, _ in labels] == [f"view_p0_{v:03d}.png" for v in range(4)]
+    assert all((d / name).is_file() and (d / name.replace("view", "mask")).is_file() for name, _ in labels)
+    mesh = trimesh.load(d / "mesh.ply")
+    lo, hi = mesh.bounds
+    assert hi[1] > 0.15 and lo[1] < -0.4  # crown above the eyes, shoulders below
+    assert abs(hi[0] + lo[0]) < 0.02  # left-right symmetric extent
+    assert mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    heads = [sample_head(s) for s in (1, 4)]
+    labels = label_from_yaw_pitch(torch.tensor([0.3, 2.9]), 0.1)
+    scenes = stack([sample_scene(0, 0), sample_scene(0, 1)], SCENE_KEYS)
+    cfg = RenderConfig(resolution=RES)
+    a = render(labels, stack(heads), scenes, cfg)
+    b = render(labels.cuda(), stack(heads, device="cuda"), scenes.cuda(), cfg)
+    assert (a.mask - b.mask.cpu()).abs().mean() < 0.01
+    assert (a.rgb - b.rgb.cpu()).abs().mean() < 0.02
