@@ -14,7 +14,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", default="default", help="'default', a psohead .safetensors or an official .pkl")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--latent", help="latent.safetensors from reconstruct (or an official projected_w.npz)")
-    src.add_argument("--seed", type=int, help="render a random head of the network instead of a latent")
+    src.add_argument("--seed", type=int, help="a random head of the network instead of a latent "
+                                            "(the same head as `psohead generate --seeds N`)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi for --seed (default 0.7)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -82,8 +83,10 @@ def _load(args):
                              f"needs [{want[0]}, {want[1]}]")
         delta = None if lat.delta is None else lat.delta.to(device)
         return G, lat.ws.to(device), delta
-    gen = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(1, G.z_dim, generator=gen).to(device)
+    import numpy as np
+
+    # the same z as `psohead generate --seeds N` and the official sampler
+    z = torch.from_numpy(np.random.RandomState(args.seed).randn(1, G.z_dim)).float().to(device)
     c = label_from_yaw_pitch(0.0).to(device)
     with torch.no_grad():
         ws = G.mapping(z, c, truncation_psi=args.truncation)
