@@ -149,11 +149,6 @@ def _lazy_adam(params, lr: float, betas, eps: float, interval: int) -> torch.opt
     return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps)
 
 
-def _batches(loader):
-    while True:
-        yield from loader
-
-
 def train(opts: TrainOptions, G_cfg: GeneratorConfig | None = None, D_cfg: DiscriminatorConfig | None = None,
           resume: str | None = None, init: dict | None = None,
           extra_data: HeadDataset | None = None, extra_ratio: float = 0.0) -> dict:
@@ -197,7 +192,9 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
     def loader_for(ds, seed_offset):
         sampler = InfiniteSampler(len(ds), info.rank, info.world, seed=opts.seed + seed_offset,
                                   start=progress.batch_idx * per_rank)
-        return _batches(torch.utils.data.DataLoader(
+        # iter() now: creating a loader iterator draws from the global RNG, which must happen
+        # before the RNG is seeded or restored so that a resumed run replays the same stream.
+        return iter(torch.utils.data.DataLoader(
             ds, sampler=sampler, batch_size=per_rank, num_workers=opts.workers,
             pin_memory=device.type == "cuda", persistent_workers=opts.workers > 0,
             prefetch_factor=4 if opts.workers > 0 else None))
