@@ -1,13 +1,11 @@
 """reconstruct(): end-to-end on a tiny random generator (slow) and CLI error behaviour (fast)."""
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from psohead.cli import main
-from psohead.inversion.imageio import to_uint8
 from psohead.inversion.presets import Preset
 
 
@@ -92,17 +90,20 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
 
 @pytest.mark.slow
 def test_inversion_recovers_image_and_prior_protects_back(tiny):
+    """Calibrated on the tiny random G: mean-latent render 8.3 dB, after 20+15 steps 12.7-13.9 dB;
+    back change from the pivot: prior 0.63 vs none 5.4 (MSE in [-1,1] units)."""
+    from psohead.inversion.projector import latent_stats
     from psohead.inversion.reconstruct import reconstruct
 
     G, image, label, _ = tiny
-    runs = {}
-    for back in ("none", "prior"):
-        runs[back] = reconstruct(image, None, label=label[0], network=G, preset=_preset(60, 40, stage2_lr=2e-3),
-                                 back=back, progress=False)
+    with torch.no_grad():
+        w_avg = latent_stats(G, 500).w_avg.repeat(1, G.num_ws, 1)
+        start = G.synthesis(w_avg, label, noise_mode="const", deterministic=True)["image"]
+    runs = {back: reconstruct(image, None, label=label[0], network=G, preset=_preset(20, 15, stage2_lr=3e-3),
+                              back=back, progress=False) for back in ("none", "prior")}
     for back, rec in runs.items():
-        front = rec.render(rec.render_label)
-        assert _psnr(front, image) > 24, back
+        assert _psnr(rec.render(rec.render_label), image) > _psnr(start, image) + 3, back
     # Stage 1 is identical in both runs (deterministic), so the pivot's back render is the same.
     assert torch.allclose(runs["none"].pivot_back, runs["prior"].pivot_back, atol=1e-5)
     dist = {b: float((r.render(r.back_label()) - r.pivot_back).square().mean()) for b, r in runs.items()}
-    assert dist["prior"] < 0.5 * dist["none"], dist
+    assert dist["prior"] < 0.3 * dist["none"], dist
