@@ -209,6 +209,13 @@ def _tiny_config(sr_module: str, img_resolution: int, triplane_size: int, neural
                            sr_kwargs={"channel_base": 256, "channel_max": 8, "fused_modconv_default": "inference_only"})
 
 
+def _tiny_camera(n):
+    c = torch.cat([torch.eye(4).flatten(), torch.tensor([4.26, 0, 0.5, 0, 4.26, 0.5, 0, 0, 1.0])])[None].repeat(n, 1)
+    c[:, 11] = 2.7
+    c[:, [5, 10]] = -1.0  # camera on +z looking at the origin
+    return c
+
+
 TINY = [
     # (SR head, output res, tri-grid size, neural res); the 4X case has 8 backbone ws for a 12-ws
     # background net, so the last row is repeated
@@ -226,10 +233,7 @@ def test_tiny_config_renders(sr_module, img_res, tri_size, neural_res):
     # Strict round trip through a fresh instance built from the JSON-safe config.
     g2 = TriGridGenerator.from_config(GeneratorConfig.from_dict(cfg.to_dict())).eval()
     g2.load_state_dict(g.state_dict(), strict=True)
-    z = torch.randn(1, 16)
-    c = torch.cat([torch.eye(4).flatten(), torch.tensor([4.26, 0, 0.5, 0, 4.26, 0.5, 0, 0, 1.0])])[None]
-    c[0, 11] = 2.7
-    c[0, [5, 10]] = -1.0  # camera on +z looking at the origin
+    z, c = torch.randn(1, 16), _tiny_camera(1)
     with torch.no_grad():
         out = g(z, c, noise_mode="const", deterministic=True)
         out2 = g2(z, c, noise_mode="const", deterministic=True)
@@ -243,13 +247,6 @@ def test_tiny_config_renders(sr_module, img_res, tri_size, neural_res):
     rk = cfg.rendering_kwargs
     delta = (rk["ray_end"] - rk["ray_start"]) / (rk["depth_resolution"] - 1)
     assert out["image_depth"].min() >= rk["ray_start"] and out["image_depth"].max() <= rk["ray_end"] + delta
-
-
-def _tiny_camera(n):
-    c = torch.cat([torch.eye(4).flatten(), torch.tensor([4.26, 0, 0.5, 0, 4.26, 0.5, 0, 0, 1.0])])[None].repeat(n, 1)
-    c[:, 11] = 2.7
-    c[:, [5, 10]] = -1.0  # camera on +z looking at the origin
-    return c
 
 
 def test_tiny_config_bf16_autocast():
@@ -278,20 +275,16 @@ def test_tiny_config_backward_reaches_both_mappings():
 def test_tiny_cached_backbone_reuses_planes():
     torch.manual_seed(0)
     g = TriGridGenerator.from_config(_tiny_config(*TINY[0])).eval()
-    ws = torch.randn(2, g.num_ws, 512)
-    c = torch.cat([torch.eye(4).flatten(), torch.tensor([4.26, 0, 0.5, 0, 4.26, 0.5, 0, 0, 1.0])])[None].repeat(2, 1)
-    c[:, 11] = 2.7
-    c[:, [5, 10]] = -1.0
+    ws, ws_other = torch.randn(2, 1, g.num_ws, 512).unbind(0)
+    c = _tiny_camera(1)
     with torch.no_grad():
         planes = g.planes(ws, noise_mode="const")
-        g.synthesis(ws, c, cache_backbone=True, **DET)
+        fresh = g.synthesis(ws, c, neural_rendering_resolution=16, cache_backbone=True, **DET)
         assert torch.equal(g._last_planes.view_as(planes), planes)
         # With the cache on, other ws render the cached tri-grid; only background/torgb/SR see the new ws.
-        cached = g.synthesis(ws.flip(0), c, use_cached_backbone=True, **DET)
-        fresh = g.synthesis(ws, c, **DET)
-        other = g.synthesis(ws.flip(0), c, **DET)
+        cached = g.synthesis(ws_other, c, use_cached_backbone=True, **DET)
+    assert g.neural_rendering_resolution == 16  # an explicit resolution sticks, as officially
     assert torch.equal(cached["image_depth"], fresh["image_depth"])
+    assert torch.equal(cached["image_mask"], fresh["image_mask"])
     assert not torch.equal(cached["image_raw"], fresh["image_raw"])
-    assert not torch.equal(other["image_depth"], fresh["image_depth"])
-    g.synthesis(ws, c, neural_rendering_resolution=8, **DET)
-    assert g.neural_rendering_resolution == 8  # an explicit resolution sticks, as officially
+    assert not torch.equal(g.planes(ws_other, noise_mode="const"), planes)
