@@ -1,4 +1,4 @@
-"""reconstruct(): end-to-end on a tiny random generator (slow) and CLI error behaviour (fast)."""
+"""reconstruct(): end-to-end on a tiny random generator (~35 s on 2 idle cores) and CLI errors."""
 import json
 
 import pytest
@@ -48,7 +48,6 @@ def tiny():
     return G, image, label, ws
 
 
-@pytest.mark.slow
 def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch):
     import imageio.v3 as iio
     import trimesh
@@ -68,8 +67,8 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
     assert len(summary["losses"]["stage1"]["loss"]) == 2 and len(summary["losses"]["stage2"]["mse_back"]) == 2
     assert set(summary["files"]) == names
     assert {"stage1", "stage2", "write_video", "write_mesh"} <= set(summary["timings"])
-    frames = iio.imread(out / "turntable.mp4", plugin="pyav")
-    assert frames.shape == (8, 128, 128, 3)
+    frames = list(iio.imiter(out / "turntable.mp4", plugin="FFMPEG"))
+    assert len(frames) == 8 and frames[0].shape == (128, 128, 3)
     mesh = trimesh.load(out / "head.ply")
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
     assert torch.equal(load_latent(out / "latent.safetensors").ws.reshape(rec.ws.shape), rec.ws.cpu())
@@ -88,7 +87,6 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
-@pytest.mark.slow
 def test_inversion_recovers_image_and_prior_protects_back(tiny):
     """Calibrated on the tiny random G: mean-latent render 8.3 dB, after 20+15 steps 12.7-13.9 dB;
     back change from the pivot: prior 0.63 vs none 5.4 (MSE in [-1,1] units)."""
