@@ -105,3 +105,23 @@ def test_inversion_recovers_image_and_prior_protects_back(tiny):
     assert torch.allclose(runs["none"].pivot_back, runs["prior"].pivot_back, atol=1e-5)
     dist = {b: float((r.render(r.back_label()) - r.pivot_back).square().mean()) for b, r in runs.items()}
     assert dist["prior"] < 0.3 * dist["none"], dist
+
+
+def test_cli_with_network_file(tiny, tmp_path):
+    from psohead.checkpoint.safetensors_io import save_network
+
+    G, image, label, _ = tiny
+    net = tmp_path / "tiny.safetensors"
+    save_network(G, net)
+    crop = tmp_path / "crop.png"
+    Image.fromarray(((image[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()).save(crop)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": [["crop.png", label[0].tolist()]]}))
+    out = tmp_path / "result"
+    assert main(["reconstruct", str(crop), "--out", str(out), "--network", str(net), "--preset", "fast",
+                 "--stage1-steps", "1", "--stage2-steps", "1", "--video-frames", "4", "--mesh-resolution", "32",
+                 "--back", "none", "--quiet"]) == 0
+    summary = json.loads((out / "reconstruction.json").read_text())
+    assert summary["settings"]["label_source"] == "dataset.json"
+    assert summary["settings"]["preset"]["video_frames"] == 4 and summary["back"]["used"] == "none"
+    assert [v["name"] for v in summary["views"]] == ["front"]
+    assert {"views.png", "turntable.mp4", "generator.safetensors", "report.html"} <= set(summary["files"])

@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--stage1-steps", type=int, default=None, help="override the preset's stage-1 steps")
     p.add_argument("--stage2-steps", type=int, default=None, help="override the preset's stage-2 steps")
+    p.add_argument("--video-frames", type=int, default=None, help="override the preset's turntable frames")
+    p.add_argument("--mesh-resolution", type=int, default=None, help="override the preset's mesh grid size")
     p.add_argument("--seed", type=int, default=666)
     p.add_argument("--density", action="store_true", help="also write density.mrc")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -44,8 +46,12 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inversion.reconstruct import reconstruct
 
+    from ..inversion.presets import get_preset, resolve_device
+
+    preset = get_preset(args.preset, resolve_device(args.device), video_frames=args.video_frames,
+                        mesh_resolution=args.mesh_resolution)
     rec = reconstruct(args.input, args.out, label=args.label, mask=args.mask, network=args.network,
-                      preset=args.preset, back=args.back, fk_bank=args.fk_bank, extra_views=args.extra_view,
+                      preset=preset, back=args.back, fk_bank=args.fk_bank, extra_views=args.extra_view,
                       perceptual=args.perceptual, vgg16=args.vgg16, lpips_linear=args.lpips_linear,
                       device=args.device, seed=args.seed, stage1_steps=args.stage1_steps,
                       stage2_steps=args.stage2_steps, precision=args.precision, density=args.density,

@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -64,7 +65,7 @@ def _downsample(values: list[float], n: int = 400) -> list[float]:
 def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: bool = True) -> Path:
     """Write every output of ``rec`` (a Reconstruction) into ``out``; returns the folder."""
     from ..export.latent import save_latent
-    from ..export.mesh import extract_mesh, sample_density, write_mesh
+    from ..export.mesh import MeshError, extract_mesh, sample_density, write_mesh
     from ..export.report import write_report
     from ..export.video import write_turntable
     from ..export.views import render_views, save_grid, save_image
@@ -99,9 +100,16 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
 
         t = time.perf_counter()
         grid = sample_density(G, ws, cfg.mesh_resolution, progress=progress)
-        mesh = extract_mesh(G, ws, grid=grid, progress=progress)
-        for ext in ("ply", "obj", "glb"):
-            write_mesh(mesh, tmp / f"head.{ext}")
+        try:
+            mesh = extract_mesh(G, ws, grid=grid, progress=progress)
+            for ext in ("ply", "obj", "glb"):
+                write_mesh(mesh, tmp / f"head.{ext}")
+            mesh_info = {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+                         "iso_level": float(mesh.metadata.get("iso_level", float("nan"))),
+                         "resolution": cfg.mesh_resolution}
+        except MeshError as err:  # an empty density field must not cost the other outputs
+            warnings.warn(f"no mesh written: {err}")
+            mesh_info = {"error": str(err), "resolution": cfg.mesh_resolution}
         if density:
             from ..export.volume import write_mrc
 
@@ -120,9 +128,7 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
             "views": [{"name": v.name, "source": v.source, "weight": v.weight, "label": v.label[0].tolist()}
                       for v in rec.views],
             "timings": {**rec.timings, **{f"write_{k}": v for k, v in timings.items()}},
-            "mesh": {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-                     "iso_level": float(mesh.metadata.get("iso_level", float("nan"))),
-                     "resolution": cfg.mesh_resolution},
+            "mesh": mesh_info,
             "final_losses": {stage: {k: v[-1] for k, v in h.items() if v} for stage, h in rec.history.items()},
             "losses": rec.history,
             "files": sorted(p.name for p in tmp.iterdir()) + ["report.html", "reconstruction.json"],

@@ -66,7 +66,7 @@ def get_preset(name: str | Preset = "auto", device: torch.device | None = None, 
             name = "official" if device is not None and torch.device(device).type == "cuda" else "fast"
         preset = PRESETS[name]
     changes = {k: v for k, v in overrides.items() if v is not None}
-    for key in ("stage1_steps", "stage2_steps"):
-        if key in changes and int(changes[key]) < 0:
-            raise InputError(f"{key} must be >= 0, got {changes[key]}")
+    for key, low in (("stage1_steps", 0), ("stage2_steps", 0), ("video_frames", 1), ("mesh_resolution", 8)):
+        if key in changes and int(changes[key]) < low:
+            raise InputError(f"{key} must be >= {low}, got {changes[key]}")
     return replace(preset, **changes) if changes else preset
