@@ -40,7 +40,7 @@ class SphereG:
         return x[:, :3]
 
     def synthesis(self, ws, c, neural_rendering_resolution=None, noise_mode="const", deterministic=False):
-        assert ws.shape[0] == c.shape[0] and c.shape[1] == 25
+        assert ws.shape[0] in (1, c.shape[0]) and c.shape[1] == 25
         self.calls.append(c.shape[0])
         n, r = c.shape[0], neural_rendering_resolution or self.res
         origin = c[:, [3, 7, 11]] / RADIUS                        # camera position, about unit length

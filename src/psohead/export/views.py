@@ -75,7 +75,7 @@ def iter_renders(G, ws: torch.Tensor, labels: torch.Tensor, batch_size: int = 4,
     labels = labels.to(device=ws.device, dtype=ws.dtype)
     for start in range(0, labels.shape[0], batch_size):
         c = labels[start:start + batch_size]
-        out = G.synthesis(ws.expand(c.shape[0], -1, -1), c, neural_rendering_resolution=neural_rendering_resolution,
+        out = G.synthesis(ws, c, neural_rendering_resolution=neural_rendering_resolution,
                           noise_mode=noise_mode, deterministic=deterministic)
         yield out[key]
 

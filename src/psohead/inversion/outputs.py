@@ -55,6 +55,11 @@ def _side_by_side(*images: np.ndarray) -> np.ndarray:
                            for i in images], 1)
 
 
+def _last_value(values: list):
+    """The last logged value of a curve (views that take turns have None at the other steps)."""
+    return next((v for v in reversed(values) if v is not None), None)
+
+
 def _downsample(values: list[float], n: int = 400) -> list[float]:
     if len(values) <= n:
         return values
@@ -129,7 +134,7 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
                       for v in rec.views],
             "timings": {**rec.timings, **{f"write_{k}": v for k, v in timings.items()}},
             "mesh": mesh_info,
-            "final_losses": {stage: {k: v[-1] for k, v in h.items() if v} for stage, h in rec.history.items()},
+            "final_losses": {stage: {k: _last_value(v) for k, v in h.items() if v} for stage, h in rec.history.items()},
             "losses": rec.history,
             "files": sorted(p.name for p in tmp.iterdir()) + ["report.html", "reconstruction.json"],
         }

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .losses import PerceptualLoss
 from .precision import autocast
 from .projector import StageResult, finish_history
-from .targets import TargetView, render_views, terms_dict, views_loss
+from .targets import TargetView, full_terms, render_views, step_views, terms_dict, views_loss
 
 
 @dataclass
@@ -50,17 +50,19 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     bar = tqdm(range(cfg.num_steps), desc="stage 2 (tuning)", disable=not progress, leave=False)
     for step in bar:
+        active, step_targets = step_views(views, step)
         with autocast(device, precision):
-            images = render_views(G_t, ws, views, deterministic=cfg.deterministic)
-            loss, terms = views_loss(images.float(), views, perceptual)
+            images = render_views(G_t, ws, step_targets, deterministic=cfg.deterministic)
+            loss, terms = views_loss(images.float(), step_targets, perceptual)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         history["loss"].append(loss.detach())
         history["lr"].append(cfg.learning_rate)
-        history["terms"].append(terms)
+        history["terms"].append(full_terms(terms, active, len(views)))
         if progress and (step % cfg.log_every == 0 or step == cfg.num_steps - 1):
             bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{v:.4f}" for k, v in
-                                                        terms_dict(terms, views).items() if k.endswith("front")})
+                                                        terms_dict(terms, step_targets).items()
+                                                        if k.endswith("front")})
     G_t.eval().requires_grad_(False)
     return G_t, StageResult(ws=ws, history=finish_history(history, views), seconds=time.perf_counter() - start)

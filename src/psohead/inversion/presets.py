@@ -26,6 +26,7 @@ class Preset:
     w_avg_samples: int = 10000
     ray_start: float | None = 2.35  # the official projector's override; None keeps the network's
     back_augment_degrees: float = 0.0  # extra prior back views at yaw pi +- this
+    back_augment_alternate: bool = False  # the two take turns, one per stage-2 step (same mean weight)
     video_frames: int = 240
     video_fps: int = 60
     mesh_resolution: int = 256
@@ -38,7 +39,8 @@ class Preset:
 PRESETS = {
     "official": Preset("official", 500, 500),
     "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=30.0,
-                   video_frames=72, video_fps=24, mesh_resolution=128, render_batch=8),
+                   back_augment_alternate=True, video_frames=72, video_fps=24, mesh_resolution=128,
+                   render_batch=8),
 }
 PRESET_NAMES = ("auto", *PRESETS)
 

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..camera import build_label, lookat_pose
 from .losses import PerceptualLoss
 from .precision import autocast
-from .targets import TargetView, render_views, terms_dict, views_loss
+from .targets import TargetView, full_terms, render_views, step_views, terms_dict, views_loss
 
 W_STATS_SEED = 123  # the official RandomState seed for the mean-latent statistics
 
@@ -109,9 +109,10 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
         for group in opt.param_groups:
             group["lr"] = lr
         ws = w_opt + torch.randn(w_opt.shape, generator=gen, device=device) * noise_scale
+        active, step_targets = step_views(views, step)
         with autocast(device, precision):
-            images = render_views(G, ws, views, deterministic=cfg.deterministic)
-            loss, terms = views_loss(images.float(), views, perceptual)
+            images = render_views(G, ws, step_targets, deterministic=cfg.deterministic)
+            loss, terms = views_loss(images.float(), step_targets, perceptual)
         reg = (w_opt - w_avg).square().mean()
         total = loss + cfg.regularize_w_weight * reg
         opt.zero_grad(set_to_none=True)
@@ -119,21 +120,23 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
         opt.step()
         history["loss"].append(total.detach())
         history["lr"].append(lr)
-        history["terms"].append(terms)
+        history["terms"].append(full_terms(terms, active, len(views)))
         if progress and (step % cfg.log_every == 0 or step == cfg.num_steps - 1):
             bar.set_postfix(loss=f"{float(total):.4f}", **{k: f"{v:.4f}" for k, v in
-                                                         terms_dict(terms, views).items() if k.endswith("front")})
+                                                         terms_dict(terms, step_targets).items()
+                                                         if k.endswith("front")})
     return StageResult(ws=w_opt.detach().clone(), history=finish_history(history, views),
                        seconds=time.perf_counter() - start)
 
 
-def finish_history(history: dict[str, list], views: list[TargetView]) -> dict[str, list[float]]:
-    """Device tensors collected per step -> plain float lists (one synchronisation)."""
+def finish_history(history: dict[str, list], views: list[TargetView]) -> dict[str, list[float | None]]:
+    """Device tensors collected per step -> plain float lists (one synchronisation); None marks a
+    step at which a view was not supervised (see ``TargetView.cycle``)."""
     out = {"loss": torch.stack(history["loss"]).cpu().tolist() if history["loss"] else [],
            "lr": list(history["lr"])}
     if history["terms"]:
         terms = torch.stack(history["terms"]).cpu()  # [steps,2,V]
         for i, v in enumerate(views):
-            out[f"mse_{v.name}"] = terms[:, 0, i].tolist()
-            out[f"perc_{v.name}"] = terms[:, 1, i].tolist()
+            for row, key in enumerate(("mse", "perc")):
+                out[f"{key}_{v.name}"] = [None if math.isnan(x) else x for x in terms[:, row, i].tolist()]
     return out

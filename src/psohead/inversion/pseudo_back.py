@@ -75,6 +75,9 @@ def yaw_rotated(label: torch.Tensor, angle: float) -> torch.Tensor:
     return build_label(rot @ cam2world, k).reshape(-1, LABEL_DIM)
 
 
+AUGMENT_CYCLE = "back-augment"  # TargetView.cycle of the +-augment views when they take turns
+
+
 def back_cameras(front_label: torch.Tensor, augment_degrees: float = 0.0) -> list[tuple[str, torch.Tensor, float]]:
     """(name, label, weight): the back camera, plus +-augment views sharing the back weight with it."""
     if augment_degrees <= 0:
@@ -89,7 +92,7 @@ def back_cameras(front_label: torch.Tensor, augment_degrees: float = 0.0) -> lis
 @torch.no_grad()
 def render_prior(G, ws: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [V,3,H,W] and masks [V,1,H,W] of the latent at the given cameras (deterministic rays)."""
-    out = G.synthesis(ws.expand(len(labels), -1, -1), labels.to(ws.device), noise_mode="const",
+    out = G.synthesis(ws, labels.to(ws.device), noise_mode="const",
                       deterministic=True)
     image = out["image"].float()
     mask = F.interpolate(out["image_mask"].float(), size=image.shape[-2:], mode="bilinear",
@@ -97,11 +100,14 @@ def render_prior(G, ws: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     return image, mask
 
 
-def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, augment_degrees: float = 0.0
-                ) -> list[TargetView]:
+def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, augment_degrees: float = 0.0,
+                alternate: bool = False) -> list[TargetView]:
+    """The prior back target(s); ``alternate``: the +-augment views take turns (one per step, twice
+    the weight), which keeps their average weight and saves one render per step."""
     cams = back_cameras(front_label, augment_degrees)
     images, _ = render_prior(G, ws, torch.cat([lab for _, lab, _ in cams]))
-    return [TargetView(name, images[i:i + 1].cpu(), lab.cpu(), weight, None, "prior")
+    return [TargetView(name, images[i:i + 1].cpu(), lab.cpu(), weight, None, "prior",
+                       AUGMENT_CYCLE if alternate and i > 0 else None)
             for i, (name, lab, weight) in enumerate(cams)]
 
 

@@ -58,7 +58,7 @@ class Reconstruction:
         input camera with the offset; the back camera and exports of the official use none/Δ resp.)."""
         device = self.ws.device
         labels = labels.reshape(-1, LABEL_DIM).to(device)
-        out = self.G.synthesis(self.ws.expand(len(labels), -1, -1), labels, noise_mode="const", deterministic=True)
+        out = self.G.synthesis(self.ws, labels, noise_mode="const", deterministic=True)
         return out["image"].float()
 
     def back_label(self) -> torch.Tensor:
@@ -178,7 +178,7 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
     t = time.perf_counter()
     pivot_back, _ = render_prior(G, s1.ws, back_cameras(prepared.label)[0][1])
     if plan.kind == "prior":
-        views += prior_views(G, s1.ws, prepared.label, cfg.back_augment_degrees)
+        views += prior_views(G, s1.ws, prepared.label, cfg.back_augment_degrees, cfg.back_augment_alternate)
     timings["pseudo_back"] = time.perf_counter() - t
 
     G_t, s2 = tune(G, s1.ws, views, loss_fn, PivotalConfig(num_steps=cfg.stage2_steps, learning_rate=cfg.stage2_lr,

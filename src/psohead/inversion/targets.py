@@ -5,7 +5,7 @@ weight_v * (0.5*MSE_v + P_v), with weight 1 for the front and 0.3 for the pseudo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -29,17 +29,43 @@ class TargetView:
     # generator's: real or FK-Enhance backs); both images are put on black for the perceptual term.
     mask: torch.Tensor | None = None
     source: str = "input"  # input | prior | fk | photo | extra
+    # Views with the same cycle name take turns: one of them per step, its weight times the group
+    # size, so every view keeps its weight on average at a fraction of the rendering cost.
+    cycle: str | None = None
 
     def to(self, device) -> "TargetView":
-        return TargetView(self.name, self.image.to(device), self.label.to(device), self.weight,
-                          None if self.mask is None else self.mask.to(device), self.source)
+        return replace(self, image=self.image.to(device), label=self.label.to(device),
+                       mask=None if self.mask is None else self.mask.to(device))
+
+
+def step_views(views: list[TargetView], step: int) -> tuple[list[int], list[TargetView]]:
+    """(indices, views) supervised at ``step``: every view without a cycle, plus member
+    ``step % k`` of each cycle group of k views with its weight multiplied by k."""
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(views):
+        if v.cycle is not None:
+            groups.setdefault(v.cycle, []).append(i)
+    chosen = {members[step % len(members)]: len(members) for members in groups.values()}
+    active = [i for i, v in enumerate(views) if v.cycle is None or i in chosen]
+    return active, [views[i] if i not in chosen else replace(views[i], weight=views[i].weight * chosen[i])
+                    for i in active]
+
+
+def full_terms(terms: torch.Tensor, active: list[int], num_views: int) -> torch.Tensor:
+    """[2,A] terms of the active views -> [2,V] with NaN for the views not supervised this step."""
+    if len(active) == num_views:
+        return terms
+    out = terms.new_full((2, num_views), float("nan"))
+    out[:, active] = terms
+    return out
 
 
 def render_views(G, ws: torch.Tensor, views: list[TargetView], noise_mode: str = "const",
                  deterministic: bool = False) -> torch.Tensor:
-    """All views in one batched synthesis call: [V,3,H,W]."""
+    """All views in one synthesis call: [V,3,H,W]; the single ws [1,num_ws,w_dim] makes one tri-grid
+    that every camera renders."""
     labels = torch.cat([v.label for v in views]).to(ws.device)
-    out = G.synthesis(ws.expand(len(views), -1, -1), labels, noise_mode=noise_mode, deterministic=deterministic)
+    out = G.synthesis(ws, labels, noise_mode=noise_mode, deterministic=deterministic)
     return out["image"]
 
 

@@ -8,14 +8,12 @@ official code) and ``deterministic`` (renderer jitter, importance draws and dens
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
 from .config import GeneratorConfig
-from .renderer import ImportanceRenderer, RaySampler
+from .renderer import ImportanceRenderer, RaySampler, no_autocast
 from .stylegan2 import MappingNetwork, StyleGAN2Backbone, SynthesisNetwork, ToRGBLayer
 from .superres import superres_class
 from .trigrid import OSGDecoder
@@ -23,13 +21,6 @@ from .trigrid import OSGDecoder
 FEATURE_CHANNELS = 32  # tri-grid feature width and decoder output width (hard-coded officially)
 # Entries of the flattened cam2world matrix that hold its translation column.
 TRANSLATION_ENTRIES = (3, 7, 11)
-
-
-def _no_autocast(device: torch.device):
-    # Rays and camera offsets need float32 precision even inside a bf16/fp16 autocast region.
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 class TriGridGenerator(torch.nn.Module):
@@ -133,10 +124,14 @@ class TriGridGenerator(torch.nn.Module):
     def synthesis(self, ws, c, neural_rendering_resolution=None, update_emas=False, cache_backbone=False,
                   use_cached_backbone=False, noise_mode="random", deterministic=False, ws_bcg=None,
                   return_intermediates=False, **synthesis_kwargs) -> dict:
-        """Render W+ codes ws [N, num_ws, w_dim] from camera c [N, 25] exactly as given (no Δ added here)."""
+        """Render W+ codes ws [N, num_ws, w_dim] from camera c [N, 25] exactly as given (no Δ added here).
+
+        ws may also be [1, num_ws, w_dim] for N cameras: one head seen from N views, its tri-grid and
+        background made once (the same images as ws repeated N times, at a fraction of the cost).
+        """
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise InputError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
-        if c.ndim != 2 or c.shape[0] != ws.shape[0] or c.shape[1] < 25:
+        if c.ndim != 2 or c.shape[1] < 25 or (c.shape[0] != ws.shape[0] and ws.shape[0] != 1):
             raise InputError(f"camera label c must be [{ws.shape[0]}, 25], got {tuple(c.shape)}")
         if neural_rendering_resolution is None:
             neural_rendering_resolution = self.neural_rendering_resolution
@@ -144,9 +139,9 @@ class TriGridGenerator(torch.nn.Module):
             self.neural_rendering_resolution = neural_rendering_resolution
         res = neural_rendering_resolution
         synthesis_kwargs["noise_mode"] = noise_mode
-        n = ws.shape[0]
+        n = c.shape[0]
 
-        with _no_autocast(c.device):
+        with no_autocast(c.device):
             c32 = c.float()
             ray_origins, ray_directions = self.ray_sampler(c32[:, :16].reshape(-1, 4, 4),
                                                            c32[:, 16:25].reshape(-1, 3, 3), res)
@@ -181,6 +176,7 @@ class TriGridGenerator(torch.nn.Module):
                                         align_corners=False, antialias=self.rendering_kwargs["sr_antialias"])
             feature_image = feature_image + (1 - weights_image) * bcg_resized
 
+        ws = ws.expand(n, -1, -1)  # per view from here on (torgb and super-resolution see images)
         if self.torgb is not None:
             rgb_image = self.torgb(feature_image, ws[:, -1], fused_modconv=False)
             rgb_image = rgb_image.to(dtype=torch.float32, memory_format=torch.contiguous_format)

@@ -6,12 +6,21 @@ u = linspace(0, 1, N_importance), no density noise) and uses no random number ge
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
-from .trigrid import sample_trigrid
+from .trigrid import sample_trigrid_mean
 
 TRIPLANE_CROP = 0.1  # samples with |x| or |z| beyond box_warp/2 - crop get σ = -1000 (official default)
+
+
+def no_autocast(device: torch.device):
+    """Float32 inside a bf16/fp16 autocast region (rays, camera offsets, compositing)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class RaySampler(torch.nn.Module):
@@ -39,18 +48,26 @@ class RaySampler(torch.nn.Module):
 class MipRayMarcher2(torch.nn.Module):
     """Alpha compositing on interval midpoints with softplus(σ − 1) density."""
 
-    def forward(self, colors, densities, depths, rendering_options: dict):
-        deltas = depths[:, :, 1:] - depths[:, :, :-1]
-        colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
-        densities_mid = (densities[:, :, :-1] + densities[:, :, 1:]) / 2
-        depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+    @staticmethod
+    def interval_weights(densities, depths, rendering_options: dict) -> torch.Tensor:
+        """Compositing weights [N,M,S-1,1] of the S-1 intervals between the samples."""
         if rendering_options["clamp_mode"] != "softplus":
             raise ValueError(f"clamp_mode must be 'softplus', got {rendering_options['clamp_mode']!r}")
-        densities_mid = F.softplus(densities_mid - 1)
+        deltas = depths[:, :, 1:] - depths[:, :, :-1]
+        densities_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
         alpha = 1 - torch.exp(-densities_mid * deltas)
         alpha_shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
-        weights = alpha * torch.cumprod(alpha_shifted, -2)[:, :, :-1]
-        composite_rgb = torch.sum(weights * colors_mid, -2)
+        return alpha * torch.cumprod(alpha_shifted, -2)[:, :, :-1]
+
+    def forward(self, colors, densities, depths, rendering_options: dict):
+        weights = self.interval_weights(densities, depths, rendering_options)
+        depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+        # sum_i w_i (c_i + c_i+1) / 2 regrouped per sample as one small matmul per ray: the
+        # [N,M,S-1,C] midpoint colours are never built (2-3x faster forward + backward on CPU).
+        sample_weights = (F.pad(weights, (0, 0, 0, 1)) + F.pad(weights, (0, 0, 1, 0))) / 2
+        dtype = torch.promote_types(torch.float32, torch.promote_types(weights.dtype, colors.dtype))
+        with no_autocast(colors.device):  # as precise as the elementwise sum it replaces
+            composite_rgb = (sample_weights.to(dtype).transpose(-1, -2) @ colors.to(dtype)).squeeze(-2)
         weight_total = weights.sum(2)
         composite_depth = torch.sum(weights * depths_mid, -2) / weight_total
         # Quirk kept on purpose: clamp to the min/max over the whole batch, not per ray.
@@ -99,7 +116,7 @@ class ImportanceRenderer(torch.nn.Module):
     def forward(self, planes, decoder, ray_origins, ray_directions, rendering_options: dict,
                 deterministic: bool = False, triplane_crop: float = TRIPLANE_CROP,
                 return_intermediates: bool = False):
-        """planes [N,3,C*D,H,W]; rays [N,M,3]. Returns feature [N,M,C], depth [N,M,1], opacity [N,M,1]
+        """planes [N or 1,3,C*D,H,W]; rays [N,M,3]. Returns feature [N,M,C], depth [N,M,1], opacity [N,M,1]
         (+ a dict with depths_coarse [N,M,S,1] / depths_fine [N,M,S_imp,1] if requested)."""
         opts = rendering_options
         depths_coarse = self.sample_stratified(ray_origins, opts["ray_start"], opts["ray_end"],
@@ -110,7 +127,8 @@ class ImportanceRenderer(torch.nn.Module):
         extras = {"depths_coarse": depths_coarse}
         n_importance = opts["depth_resolution_importance"]
         if n_importance > 0:
-            _, _, weights = self.ray_marcher(colors_coarse, densities_coarse, depths_coarse, opts)
+            with torch.no_grad():  # the importance draw takes no gradient
+                weights = self.ray_marcher.interval_weights(densities_coarse, depths_coarse, opts)
             depths_fine = self.sample_importance(depths_coarse, weights, n_importance, deterministic)
             colors_fine, densities_fine = self._decode_along_rays(
                 planes, decoder, ray_origins, ray_directions, depths_fine, opts, deterministic, triplane_crop)
@@ -124,9 +142,10 @@ class ImportanceRenderer(torch.nn.Module):
         return result + (extras,) if return_intermediates else result
 
     def run_model(self, planes, decoder, coordinates, directions, options: dict, deterministic: bool = False):
-        """Decoder outputs {'rgb', 'sigma'} at points [N,M,3] (raw σ; no crop mask)."""
-        features = sample_trigrid(planes, coordinates, options["box_warp"], options.get("triplane_depth", 1))
-        out = decoder(features, directions)
+        """Decoder outputs {'rgb', 'sigma'} at points [N,M,3] (raw σ; no crop mask). ``planes`` may have
+        batch 1 for N sets of points (one tri-grid seen by several cameras)."""
+        features = sample_trigrid_mean(planes, coordinates, options["box_warp"], options.get("triplane_depth", 1))
+        out = decoder.decode(features)
         noise = options.get("density_noise", 0)
         if noise > 0 and not deterministic:
             out["sigma"] = out["sigma"] + torch.randn_like(out["sigma"]) * noise
