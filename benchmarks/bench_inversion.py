@@ -8,14 +8,24 @@ checkpoint or data. The lead runs it on the GPU:
 On CPU use ``--config small``. Each (precision) row times ``--steps`` steps of each stage after
 ``--warmup`` untimed steps and extrapolates to the preset's step counts (official: 500 + 500).
 Results go to benchmarks/results/bench_inversion.{json,md}. Runs in well under 5 minutes.
+
+End to end (``--photo``): one whole ``psohead reconstruct`` of a photo (preprocessing, both
+stages, every output) with a random network of the ``default`` training preset (or ``--network``),
+per-stage seconds, CPU seconds and the machine load before/after, e.g. on the 2-core CPU:
+
+    python benchmarks/bench_inversion.py --photo examples/man.jpg --preset fast --device cpu
+    # -> benchmarks/results/bench_inversion_cpu.{json,md}
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import os
 import platform
+import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,6 +96,65 @@ def bench(G, device, precision: str, steps: int, warmup: int, perceptual: str, d
     return {"precision": precision, "stage1_s_per_step": s1, "stage2_s_per_step": s2, "peak_mem_gib": peak}
 
 
+def default_network(path: Path) -> Path:
+    """A random network of the ``default`` training preset (the bundled model's architecture), fp16."""
+    from psohead.checkpoint.safetensors_io import save_network
+    from psohead.training.presets import preset as training_preset
+
+    torch.manual_seed(0)
+    save_network(TriGridGenerator.from_config(training_preset("default")[0]), path, dtype=torch.float16)
+    return path
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def bench_photo(args) -> int:
+    """One end-to-end reconstruction; per-stage seconds from its reconstruction.json."""
+    from psohead.inversion.reconstruct import reconstruct
+
+    with tempfile.TemporaryDirectory() as tmp:
+        network = Path(args.network) if args.network else default_network(Path(tmp) / "G.safetensors")
+        load_before = _load()
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        t = time.perf_counter()
+        reconstruct(args.photo, Path(tmp) / "out", network=network, preset=args.preset, device=args.device,
+                    progress=False)
+        wall = time.perf_counter() - t
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        summary = json.loads((Path(tmp) / "out" / "reconstruction.json").read_text())
+    timings = {k: round(v, 2) for k, v in summary["timings"].items()}
+    preset = summary["settings"]["preset"]
+    row = {"photo": str(args.photo), "network": args.network or "random default-preset network",
+           "preset": preset["name"], "steps": [preset["stage1_steps"], preset["stage2_steps"]],
+           "s_per_step": [round(timings["stage1"] / max(preset["stage1_steps"], 1), 3),
+                          round(timings["stage2"] / max(preset["stage2_steps"], 1), 3)],
+           "total_s": round(wall, 1),
+           "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
+           "load_before": round(load_before, 2), "load_after": round(_load(), 2),
+           "threads": torch.get_num_threads(), "timings": timings}
+    print(json.dumps(row), flush=True)
+    result = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+              "cores": os.cpu_count(), "torch": torch.__version__, "command": "python " + " ".join(sys.argv),
+              "rows": [row]}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    stages = ("preprocess", "setup", "stage1", "pseudo_back", "stage2", "write_views", "write_video", "write_mesh",
+              "write_save")
+    lines = [f"# One photo end to end ({row['preset']} preset, {row['network']})", "",
+             f"Machine: {result['machine']}, {result['cores']} cores; torch {torch.__version__}; {result['date']}",
+             f"Command: `{result['command']}`", "",
+             f"Total {row['total_s']} s wall, {row['cpu_s']} s CPU; load average {row['load_before']} before, "
+             f"{row['load_after']} after (other processes share the cores: wall times scale with it).", "",
+             "| " + " | ".join(stages) + " |", "|" + "---|" * len(stages),
+             "| " + " | ".join(f"{timings.get(k, 0):.1f}" for k in stages) + " |", "",
+             f"Stage 1: {row['s_per_step'][0]} s/step x {row['steps'][0]}; "
+             f"stage 2: {row['s_per_step'][1]} s/step x {row['steps'][1]}."]
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -95,9 +164,20 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--perceptual", default="msssim", choices=("msssim", "none"))
     ap.add_argument("--deterministic", action="store_true", help="fixed ray samples (the fast preset's setting)")
-    ap.add_argument("--preset", default="official", help="preset whose step counts give the per-photo time")
-    ap.add_argument("--name", default="bench_inversion")
+    ap.add_argument("--preset", default=None, help="preset whose step counts give the per-photo time "
+                                                   "(default: official; with --photo: auto)")
+    ap.add_argument("--photo", default=None, help="time one whole reconstruction of this photo instead")
+    ap.add_argument("--network", default=None, help="with --photo: network file (default: a random "
+                                                    "network of the default training preset)")
+    ap.add_argument("--name", default=None, help="results file name (default bench_inversion, with --photo "
+                                                 "bench_inversion_<device type>)")
     args = ap.parse_args(argv)
+    if args.photo:
+        args.preset = args.preset or "auto"
+        args.name = args.name or f"bench_inversion_{torch.device(args.device).type}"
+        return bench_photo(args)
+    args.preset = args.preset or "official"
+    args.name = args.name or "bench_inversion"
 
     G = make_generator(args.config, args.device)
     preset = get_preset(args.preset)
