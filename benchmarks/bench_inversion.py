@@ -119,7 +119,7 @@ def bench_photo(args) -> int:
         load_before = _load()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
-        reconstruct(args.photo, Path(tmp) / "out", network=network, preset=args.preset, device=args.device,
+        reconstruct(args.photo, Path(tmp) / "out", network=str(network), preset=args.preset, device=args.device,
                     progress=False)
         wall = time.perf_counter() - t
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)

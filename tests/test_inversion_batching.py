@@ -86,3 +86,36 @@ def test_cycled_views_take_turns_with_the_same_mean_weight():
             seen[v.name] += v.weight / 4
     assert seen == pytest.approx({v.name: v.weight for v in views})
     assert math.isclose(sum(v.weight for v in step_views(views, 1)[1]), sum(v.weight for v in views))
+
+
+def test_cached_target_features_give_the_same_loss_and_gradient(tmp_path):
+    """LPIPS (random VGG weights) and views_loss with a TargetCache vs recomputing everything."""
+    from test_inversion import _fake_vgg_state
+
+    from psohead.inversion import losses
+    from psohead.inversion.targets import TargetCache
+
+    vgg = tmp_path / "vgg.pth"
+    _fake_vgg_state(vgg, "pth")
+    lpips = losses.build_perceptual("lpips", vgg16=vgg)
+    torch.manual_seed(3)
+    x = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    y = torch.rand(2, 3, 32, 32) * 2 - 1
+    ref = lpips(x, y)
+    got = lpips(x, y, lpips.target_features(y))
+    assert torch.allclose(got, ref, rtol=1e-5, atol=1e-7)
+    g = torch.randn(2)
+    assert torch.allclose(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(ref, x, g)[0], atol=1e-6)
+
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 2:10] = 1
+    views = [TargetView("front", y[:1], torch.zeros(1, 25)),
+             TargetView("back", y[1:], torch.zeros(1, 25), 0.3, mask, "photo")]
+    images = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)  # targets get resized to this
+    cache = TargetCache()
+    for _ in range(2):  # second call: everything from the cache
+        loss, terms = views_loss(images, views, lpips, cache=cache)
+        ref_loss, ref_terms = views_loss(images, views, lpips)
+        assert torch.allclose(loss, ref_loss, rtol=1e-5) and torch.allclose(terms, ref_terms, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(torch.autograd.grad(loss, images)[0], torch.autograd.grad(ref_loss, images)[0],
+                          atol=1e-7)

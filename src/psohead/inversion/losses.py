@@ -1,7 +1,9 @@
 """Image losses for inversion: pixel MSE and interchangeable perceptual backends.
 
 Every perceptual backend maps two image batches in [-1, 1] ([N,3,H,W]) to a distance per sample
-([N]), differentiable in both arguments. Backends:
+([N]), differentiable in both arguments. Inversion compares renders with fixed targets, so a
+backend may also return ``target_features(y)`` once and take them as ``forward(x, y, features)``
+(LPIPS and dfeat then run their network on the renders only). Backends:
 
 * ``lpips``  - LPIPS-VGG16 (the official projector's term): our VGG16 definition loaded from a
   user-supplied torchvision-layout state_dict (.pth read with ``weights_only=True``, or
@@ -51,12 +53,25 @@ def area_downsample(x: torch.Tensor, size: int = PERCEPTUAL_RESOLUTION) -> torch
 
 
 class PerceptualLoss(torch.nn.Module):
-    """Base class: ``forward(x, y) -> [N]``; ``name`` is recorded in reconstruction.json."""
+    """Base class: ``forward(x, y, target_features=None) -> [N]``; ``name`` is recorded in
+    reconstruction.json. ``target_features(y)`` is None where nothing about y can be kept."""
 
     name = "none"
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def target_features(self, y: torch.Tensor):
+        return None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, target_features=None) -> torch.Tensor:
         return x.new_zeros(x.shape[0])
+
+
+def _feature_distance(fx: list[torch.Tensor], fy: list[torch.Tensor], channel_weights=None) -> torch.Tensor:
+    """LPIPS-style sum over taps of the spatial mean of weighted squared unit-feature differences."""
+    total = fx[0].new_zeros(fx[0].shape[0])
+    for i, (a, b) in enumerate(zip(fx, fy)):
+        d = (_unit_channels(a) - b).square()
+        total = total + (d if channel_weights is None else d * channel_weights[i]).sum(1).mean((1, 2))
+    return total
 
 
 class VGG16Features(torch.nn.Module):
@@ -169,14 +184,20 @@ class LPIPSVGG16(PerceptualLoss):
         self.register_buffer("shift", torch.tensor(_LPIPS_SHIFT).reshape(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_LPIPS_SCALE).reshape(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x, y = area_downsample(x), area_downsample(y)
-        both = (torch.cat([x, y]) - self.shift) / self.scale
-        total = x.new_zeros(x.shape[0])
-        for i, f in enumerate(self.vgg(both)):
-            fx, fy = _unit_channels(f).chunk(2)
-            total = total + ((fx - fy).square() * getattr(self, f"lin{i}")).sum(1).mean((1, 2))
-        return total
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.vgg((area_downsample(x) - self.shift) / self.scale)
+
+    @torch.no_grad()
+    def target_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        return [_unit_channels(f) for f in self._taps(y)]
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, target_features=None) -> torch.Tensor:
+        if target_features is None:  # one VGG pass over both batches
+            taps = self._taps(torch.cat([x, y]))
+            fx, target_features = [f[:len(x)] for f in taps], [_unit_channels(f[len(x):]) for f in taps]
+        else:
+            fx = self._taps(x)
+        return _feature_distance(fx, target_features, [getattr(self, f"lin{i}") for i in range(len(fx))])
 
 
 class _StopForward(Exception):
@@ -231,13 +252,17 @@ class DiscriminatorFeatures(PerceptualLoss):
                 h.remove()
         return feats
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        feats = self._features(torch.cat([x, y]))
-        total = x.new_zeros(x.shape[0])
-        for f in feats:
-            fx, fy = _unit_channels(f).chunk(2)
-            total = total + (fx - fy).square().sum(1).mean((1, 2))
-        return total
+    @torch.no_grad()
+    def target_features(self, y: torch.Tensor) -> list[torch.Tensor]:
+        return [_unit_channels(f) for f in self._features(y)]
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, target_features=None) -> torch.Tensor:
+        if target_features is None:
+            feats = self._features(torch.cat([x, y]))
+            fx, target_features = [f[:len(x)] for f in feats], [_unit_channels(f[len(x):]) for f in feats]
+        else:
+            fx = self._features(x)
+        return _feature_distance(fx, target_features)
 
 
 class MSSSIM(PerceptualLoss):
@@ -253,7 +278,8 @@ class MSSSIM(PerceptualLoss):
         super().__init__()
         self.win_size = win_size
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, target_features=None) -> torch.Tensor:
+        # pytorch_msssim filters both images in one call: nothing of y can be kept between steps.
         from pytorch_msssim import ms_ssim, ssim
 
         x, y = area_downsample(x), area_downsample(y)

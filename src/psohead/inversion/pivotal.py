@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .losses import PerceptualLoss
 from .precision import autocast
 from .projector import StageResult, finish_history
-from .targets import TargetView, full_terms, render_views, step_views, terms_dict, views_loss
+from .targets import TargetCache, TargetView, full_terms, render_views, step_views, terms_dict, views_loss
 
 
 @dataclass
@@ -48,12 +48,13 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
     views = [v.to(device) for v in views]
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=(0.9, 0.999))
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
+    cache = TargetCache()
     bar = tqdm(range(cfg.num_steps), desc="stage 2 (tuning)", disable=not progress, leave=False)
     for step in bar:
         active, step_targets = step_views(views, step)
         with autocast(device, precision):
             images = render_views(G_t, ws, step_targets, deterministic=cfg.deterministic)
-            loss, terms = views_loss(images.float(), step_targets, perceptual)
+            loss, terms = views_loss(images.float(), step_targets, perceptual, cache=cache)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..camera import build_label, lookat_pose
 from .losses import PerceptualLoss
 from .precision import autocast
-from .targets import TargetView, full_terms, render_views, step_views, terms_dict, views_loss
+from .targets import TargetCache, TargetView, full_terms, render_views, step_views, terms_dict, views_loss
 
 W_STATS_SEED = 123  # the official RandomState seed for the mean-latent statistics
 
@@ -101,6 +101,7 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
     opt = torch.optim.Adam([w_opt], lr=cfg.initial_learning_rate, betas=(0.9, 0.999))
     gen = torch.Generator(device=device).manual_seed(seed)
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
+    cache = TargetCache()
     bar = tqdm(range(cfg.num_steps), desc="stage 1 (latent)", disable=not progress, leave=False)
     for step in bar:
         t = step / cfg.num_steps
@@ -112,7 +113,7 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
         active, step_targets = step_views(views, step)
         with autocast(device, precision):
             images = render_views(G, ws, step_targets, deterministic=cfg.deterministic)
-            loss, terms = views_loss(images.float(), step_targets, perceptual)
+            loss, terms = views_loss(images.float(), step_targets, perceptual, cache=cache)
         reg = (w_opt - w_avg).square().mean()
         total = loss + cfg.regularize_w_weight * reg
         opt.zero_grad(set_to_none=True)

@@ -192,7 +192,7 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
         back={"requested": plan.requested, "used": plan.kind, **back_record}, perceptual=loss_fn.name,
         views=[v.to("cpu") for v in views], pivot_back=pivot_back.cpu(),
         history={"stage1": s1.history, "stage2": s2.history}, timings=timings,
-        settings={"network": network if not isinstance(network, torch.nn.Module) else "<module>",
+        settings={"network": str(network) if not isinstance(network, torch.nn.Module) else "<module>",
                   "input": str(image) if isinstance(image, (str, os.PathLike)) else f"<{type(image).__name__}>",
                   "input_kind": prepared.source, "label_source": prepared.label_source,
                   "extra_views": [str(s) for s in extra_views], "device": str(dev), "precision": precision,

@@ -69,28 +69,64 @@ def render_views(G, ws: torch.Tensor, views: list[TargetView], noise_mode: str =
     return out["image"]
 
 
+@dataclass
+class PreparedTargets:
+    """Targets of a set of views at the render size: ``raw`` for the MSE with ``masks`` (or None),
+    ``compared`` (on black outside the masks, like the renders) and the perceptual features of it."""
+
+    raw: torch.Tensor
+    masks: torch.Tensor | None
+    compared: torch.Tensor
+    features: object = None
+
+
+def prepare_targets(views: list[TargetView], size, dtype, device, perceptual: PerceptualLoss | None = None
+                    ) -> PreparedTargets:
+    raw = torch.cat([v.image for v in views]).to(device=device, dtype=dtype)
+    if raw.shape[-2:] != tuple(size):
+        raw = F.interpolate(raw, size=tuple(size), mode="area")
+    masks, compared = None, raw
+    if any(v.mask is not None for v in views):
+        masks = torch.cat([torch.ones_like(raw[:1, :1]) if v.mask is None else
+                           F.interpolate(v.mask.to(raw), size=tuple(size), mode="bilinear",
+                                         align_corners=False, antialias=True).clamp(0, 1)
+                           for v in views])
+        compared = raw * masks - (1 - masks)
+    features = perceptual.target_features(compared) if perceptual is not None else None
+    return PreparedTargets(raw, masks, compared, features)
+
+
+class TargetCache:
+    """Prepared targets per set of supervised views (by name), made once per stage instead of every
+    step: the targets are fixed, so their resizing, masks and perceptual features are too."""
+
+    def __init__(self):
+        self._sets: dict[tuple, PreparedTargets] = {}
+
+    def get(self, views: list[TargetView], images: torch.Tensor, perceptual: PerceptualLoss) -> PreparedTargets:
+        key = (tuple(v.name for v in views), tuple(images.shape[-2:]), images.dtype, images.device)
+        if key not in self._sets:
+            self._sets[key] = prepare_targets(views, images.shape[-2:], images.dtype, images.device, perceptual)
+        return self._sets[key]
+
+
 def views_loss(images: torch.Tensor, views: list[TargetView], perceptual: PerceptualLoss,
-               mse_weight: float = MSE_WEIGHT, perceptual_weight: float = PERCEPTUAL_WEIGHT
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               mse_weight: float = MSE_WEIGHT, perceptual_weight: float = PERCEPTUAL_WEIGHT,
+               cache: TargetCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted sum over views of mse_weight*MSE + perceptual_weight*P.
 
     Returns (loss, terms) with terms = detached [2,V] (MSE row, perceptual row), kept on the
-    device so that logging costs no per-step synchronisation.
+    device so that logging costs no per-step synchronisation. ``cache`` (a TargetCache) keeps the
+    prepared targets between calls with the same views.
     """
-    targets = torch.cat([v.image for v in views]).to(images)
-    if targets.shape[-2:] != images.shape[-2:]:
-        targets = F.interpolate(targets, size=images.shape[-2:], mode="area")
+    targets = (cache.get(views, images, perceptual) if cache is not None else
+               prepare_targets(views, images.shape[-2:], images.dtype, images.device))
     weights = torch.tensor([v.weight for v in views], device=images.device, dtype=images.dtype)
-    if any(v.mask is not None for v in views):
-        masks = torch.cat([torch.ones_like(images[:1, :1]) if v.mask is None else
-                           F.interpolate(v.mask.to(images), size=images.shape[-2:], mode="bilinear",
-                                         align_corners=False, antialias=True).clamp(0, 1)
-                           for v in views])
-        mse = masked_mse(images, targets, masks)
-        images, targets = images * masks - (1 - masks), targets * masks - (1 - masks)
-    else:
-        mse = masked_mse(images, targets)
-    perc = perceptual(images, targets) if perceptual_weight else torch.zeros_like(mse)
+    mse = masked_mse(images, targets.raw, targets.masks)
+    if targets.masks is not None:
+        images = images * targets.masks - (1 - targets.masks)
+    perc = (perceptual(images, targets.compared, targets.features) if perceptual_weight
+            else torch.zeros_like(mse))
     loss = (weights * (mse_weight * mse + perceptual_weight * perc)).sum()
     return loss, torch.stack([mse, perc]).detach()
 

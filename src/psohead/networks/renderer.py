@@ -73,6 +73,8 @@ class MipRayMarcher2(torch.nn.Module):
         dtype = torch.promote_types(torch.float32, torch.promote_types(weights.dtype, colors.dtype))
         with no_autocast(colors.device):  # as precise as the elementwise sum it replaces
             composite_rgb = (sample_weights.to(dtype).transpose(-1, -2) @ colors.to(dtype)).squeeze(-2)
+        if composite_rgb.requires_grad:  # callers permute it; a strided gradient sends bmm's backward
+            composite_rgb.register_hook(torch.Tensor.contiguous)  # into a slow per-ray loop on CPU
         weight_total = weights.sum(2)
         composite_depth = torch.sum(weights * depths_mid, -2) / weight_total
         # Quirk kept on purpose: clamp to the min/max over the whole batch, not per ray.
