@@ -164,7 +164,7 @@ def run_generate(args: argparse.Namespace) -> int:
             ws = G.mapping(z, frontal, **trunc)
             _, delta = G.apply_delta_c(z, frontal, **trunc)
             c = apply_offset(labels, delta.expand(len(views), 3))
-            img = G.synthesis(ws.expand(len(views), -1, -1), c, noise_mode="const",
+            img = G.synthesis(ws, c, noise_mode="const",
                               deterministic=args.deterministic)["image"]
         img = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
         for (yaw, pitch), im in zip(views, img):
