@@ -134,23 +134,28 @@ def bench_photo(args) -> int:
            "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
            "load_before": round(load_before, 2), "load_after": round(_load(), 2),
            "threads": torch.get_num_threads(), "timings": timings}
+    row.update(tag=args.tag, date=datetime.date.today().isoformat(), command="python " + " ".join(sys.argv))
     print(json.dumps(row), flush=True)
-    result = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-              "cores": os.cpu_count(), "torch": torch.__version__, "command": "python " + " ".join(sys.argv),
-              "rows": [row]}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    path = RESULTS / f"{args.name}.json"
+    result = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+    result.update(machine=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__)
+    result["rows"][args.tag] = row
+    path.write_text(json.dumps(result, indent=1) + "\n")
     stages = ("preprocess", "setup", "stage1", "pseudo_back", "stage2", "write_views", "write_video", "write_mesh",
               "write_save")
-    lines = [f"# One photo end to end ({row['preset']} preset, {row['network']})", "",
-             f"Machine: {result['machine']}, {result['cores']} cores; torch {torch.__version__}; {result['date']}",
-             f"Command: `{result['command']}`", "",
-             f"Total {row['total_s']} s wall, {row['cpu_s']} s CPU; load average {row['load_before']} before, "
-             f"{row['load_after']} after (other processes share the cores: wall times scale with it).", "",
-             "| " + " | ".join(stages) + " |", "|" + "---|" * len(stages),
-             "| " + " | ".join(f"{timings.get(k, 0):.1f}" for k in stages) + " |", "",
-             f"Stage 1: {row['s_per_step'][0]} s/step x {row['steps'][0]}; "
-             f"stage 2: {row['s_per_step'][1]} s/step x {row['steps'][1]}."]
+    lines = ["# One photo end to end on CPU (`psohead reconstruct`, every output)", "",
+             f"Machine: {result['machine']}, {result['cores']} cores; torch {torch.__version__}. Wall seconds per "
+             "stage from reconstruction.json; load = 1-minute load average before / after (other processes "
+             "share the cores: wall times scale with it).", "",
+             "| run | date | preset | network | total s | CPU s | load | s/step (1, 2) | " + " | ".join(stages) + " |",
+             "|" + "---|" * (8 + len(stages))]
+    for tag, r in result["rows"].items():
+        lines.append(f"| {tag} | {r['date']} | {r['preset']} {r['steps'][0]}+{r['steps'][1]} | {r['network']} | "
+                     f"{r['total_s']} | {r['cpu_s']} | {r['load_before']} / {r['load_after']} | "
+                     f"{r['s_per_step'][0]}, {r['s_per_step'][1]} | "
+                     + " | ".join(f"{r['timings'].get(k, 0):.1f}" for k in stages) + " |")
+    lines += ["", "Commands: " + "; ".join(f"{tag}: `{r['command']}`" for tag, r in result["rows"].items())]
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     return 0
 
@@ -169,6 +174,7 @@ def main(argv=None) -> int:
     ap.add_argument("--photo", default=None, help="time one whole reconstruction of this photo instead")
     ap.add_argument("--network", default=None, help="with --photo: network file (default: a random "
                                                     "network of the default training preset)")
+    ap.add_argument("--tag", default="current", help="with --photo: row name in the results (e.g. before / after)")
     ap.add_argument("--name", default=None, help="results file name (default bench_inversion, with --photo "
                                                  "bench_inversion_<device type>)")
     args = ap.parse_args(argv)

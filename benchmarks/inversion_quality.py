@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     lines = ["# Inversion quality: a render of the generator inverted, compared with the truth", "",
              f"Random `default`-preset network, true latent seed {args.seed}, input at yaw {args.yaw} deg, "
              f"back compared with the true latent's back view (never seen). {data['date']}, torch {torch.__version__}.",
+             "Seconds are from a shared machine (load = 1-min load average at the start); for speed see "
+             "bench_inversion_cpu.md.",
              "", "| code | preset | front PSNR dB | back PSNR dB | pivot back PSNR dB | stage 1 s | stage 2 s | load |",
              "|---|---|---|---|---|---|---|---|"]
     for tag, r in data["rows"].items():
