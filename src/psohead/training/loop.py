@@ -151,27 +151,30 @@ def _lazy_adam(params, lr: float, betas, eps: float, interval: int) -> torch.opt
 
 def train(opts: TrainOptions, G_cfg: GeneratorConfig | None = None, D_cfg: DiscriminatorConfig | None = None,
           resume: str | None = None, init: dict | None = None,
-          extra_data: HeadDataset | None = None, extra_ratio: float = 0.0) -> dict:
+          extra_data: HeadDataset | None = None, extra_ratio: float = 0.0,
+          resume_overrides: dict | None = None) -> dict:
     """Train (or continue) a run; returns a summary dict. See the module docstring.
 
     ``resume`` continues a snapshot (configs and options come from it, run-control options from
-    ``opts``). ``init`` = {"G": state dict, "D": state dict or None, "G_ema": ...} starts from
+    ``opts``); ``resume_overrides`` changes saved options on purpose (e.g. a larger batch on a
+    bigger machine), which gives up the exact replay of an uninterrupted run. ``init`` = {"G": state dict, "D": state dict or None, "G_ema": ...} starts from
     given weights (fine-tuning). ``extra_data`` is mixed into the real batches with probability ``extra_ratio``.
     """
     info = ddp.init_distributed(opts.device)
     try:
-        return _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info)
+        return _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info, resume_overrides or {})
     finally:
         ddp.shutdown(info)
 
 
-def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.DistInfo) -> dict:
+def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.DistInfo,
+           resume_overrides: dict) -> dict:
     device = info.device
     snap = None
     if resume:
         snap = load_snapshot(resume)
         saved = TrainOptions.from_dict(snap["options"])
-        opts = saved.replace(**{k: getattr(opts, k) for k in RUN_CONTROL})
+        opts = saved.replace(**{k: getattr(opts, k) for k in RUN_CONTROL}, **resume_overrides)
         G_cfg = GeneratorConfig.from_dict(snap["G_config"])
         D_cfg = DiscriminatorConfig.from_dict(snap["D_config"])
     if G_cfg is None or D_cfg is None:
