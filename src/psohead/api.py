@@ -12,7 +12,7 @@ from .errors import CheckpointError
 from .networks.config import ConfigError, DiscriminatorConfig, GeneratorConfig
 
 __all__ = ["DEFAULT_GENERATOR", "build_network", "load_discriminator", "load_generator", "load_network",
-           "read_checkpoint", "save_network"]
+           "read_checkpoint", "read_official_networks", "save_network"]
 
 DEFAULT_GENERATOR = Path(__file__).resolve().parent / "assets" / "default_generator.safetensors"
 OFFICIAL_CLASSES = {"TriPlaneGenerator": "generator", "MaskDualDiscriminatorV2": "discriminator"}
@@ -35,7 +35,17 @@ def _resolve(path_or_name) -> Path:
 def _read_official(path: Path, which: str) -> NetworkFile:
     if which not in OFFICIAL_KEYS:
         raise CheckpointError(f"which must be one of {', '.join(OFFICIAL_KEYS)}, got {which!r}")
-    net = read_official_pickle(path, keys=(which,)).networks[which]
+    return _official_file(path, which, read_official_pickle(path, keys=(which,)).networks[which])
+
+
+def read_official_networks(path_or_name, keys=OFFICIAL_KEYS) -> dict[str, NetworkFile]:
+    """Those of ``keys`` (G_ema, G, D) that an official ``.pkl`` holds, parsed in one pass."""
+    path = _resolve(path_or_name)
+    nets = read_official_pickle(path, keys=tuple(keys)).networks
+    return {key: _official_file(path, key, net) for key, net in nets.items()}
+
+
+def _official_file(path: Path, which: str, net) -> NetworkFile:
     kind = OFFICIAL_CLASSES.get(net.class_name)
     if kind is None:
         raise CheckpointError(f"{path}: {which} is an official {net.class_name}, which psohead cannot load "
