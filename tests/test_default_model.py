@@ -11,7 +11,7 @@ from psohead.camera import label_from_yaw_pitch
 def test_bundled_files_are_small_and_load_strictly():
     assert api.DEFAULT_GENERATOR.stat().st_size <= 40 * 2**20
     G = api.load_generator("default")
-    D = api.load_discriminator(api.DEFAULT_GENERATOR.with_name("default_discriminator.safetensors"))
+    D = api.load_discriminator("default")
     assert G.img_resolution == D.img_resolution == 128
     with torch.no_grad():
         z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))
@@ -20,6 +20,13 @@ def test_bundled_files_are_small_and_load_strictly():
         logits = D({"image": out["image"], "image_raw": out["image_raw"], "image_mask": out["image_mask"]}, c)
     assert out["image"].shape == (2, 3, 128, 128) and torch.isfinite(out["image"]).all()
     assert torch.isfinite(logits).all()
+
+
+def test_default_network_set_brings_its_discriminator():
+    from psohead.training.network_source import read_network_set
+    nets = read_network_set("default")
+    assert nets.D is not None and nets.D_source == str(api.DEFAULT_DISCRIMINATOR)
+    assert nets.D_config.img_resolution == nets.G_config.img_resolution
 
 
 def test_silhouettes_agree_between_opposite_views():

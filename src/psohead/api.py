@@ -11,21 +11,24 @@ from .checkpoint.safetensors_io import NetworkFile, is_safetensors, read_network
 from .errors import CheckpointError
 from .networks.config import ConfigError, DiscriminatorConfig, GeneratorConfig
 
-__all__ = ["DEFAULT_GENERATOR", "build_network", "load_discriminator", "load_generator", "load_network",
+__all__ = ["DEFAULT_DISCRIMINATOR", "DEFAULT_GENERATOR", "build_network", "load_discriminator", "load_generator", "load_network",
            "read_checkpoint", "read_official_networks", "save_network"]
 
 DEFAULT_GENERATOR = Path(__file__).resolve().parent / "assets" / "default_generator.safetensors"
+# The discriminator trained with it: quality scores for FK-Enhance, D features for inversion.
+DEFAULT_DISCRIMINATOR = DEFAULT_GENERATOR.with_name("default_discriminator.safetensors")
 OFFICIAL_CLASSES = {"TriPlaneGenerator": "generator", "MaskDualDiscriminatorV2": "discriminator"}
 OFFICIAL_KEYS = ("G_ema", "G", "D")
 _MAX_LISTED = 5
 
 
-def _resolve(path_or_name) -> Path:
+def _resolve(path_or_name, default: Path = DEFAULT_GENERATOR) -> Path:
+    """A file path; the name ``default`` means the bundled network ``default`` (generator unless told)."""
     if str(path_or_name) == "default":
-        if not DEFAULT_GENERATOR.is_file():
-            raise CheckpointError(f"the bundled default generator ({DEFAULT_GENERATOR}) is missing from this "
+        if not default.is_file():
+            raise CheckpointError(f"the bundled default network ({default}) is missing from this "
                                   "installation; pass a .safetensors or official .pkl path instead")
-        return DEFAULT_GENERATOR
+        return default
     path = Path(path_or_name).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -152,8 +155,8 @@ def load_generator(path_or_name: str | os.PathLike = "default", device=None, whi
 
 
 def load_discriminator(path: str | os.PathLike, device=None, dtype: torch.dtype = torch.float32):
-    """A ``MaskDualDiscriminatorV2`` (eval mode, no grad) from our file or the D of an official .pkl."""
-    path = _resolve(path)
+    """A ``MaskDualDiscriminatorV2`` (eval mode, no grad) from ``"default"``, our file or the D of an official .pkl."""
+    path = _resolve(path, default=DEFAULT_DISCRIMINATOR)
     net = read_checkpoint(path, "D")
     if net.kind != "discriminator":
         raise CheckpointError(f"{path}: holds a {net.kind}, not a discriminator")

@@ -71,7 +71,7 @@ def register(subparsers) -> None:
                               description="Render back views (yaw 180 deg +- jitter) of random latents, drop "
                                           "implausible masks, faces on the back and low discriminator scores, "
                                           "and write a psohead dataset + fk_report.json (docs/training.md).")
-    p.add_argument("--network", required=True, help="psohead .safetensors, official .pkl, or training snapshot / run")
+    p.add_argument("--network", required=True, help="'default' (bundled G + D), psohead .safetensors, official .pkl, or training snapshot / run")
     p.add_argument("--out", required=True, help="output folder or .zip (rerun the same command to resume)")
     p.add_argument("--n", type=int, default=1000, help="latents rendered (default 1000); the dataset keeps those that pass")
     p.add_argument("--discriminator", help="file holding the D to score renders (default: the network's own, if any)")
@@ -100,7 +100,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("finetune", help="FAGE: fine-tune G and D on the data mixed with an FK-Enhance set",
                               description="Continue training a network on --data with FK-Enhance images mixed into "
                                           "the real batches; writes RUN/network.safetensors when complete.")
-    p.add_argument("--network", help="generator to start from (.safetensors, official .pkl, training snapshot / run)")
+    p.add_argument("--network", help="generator to start from: 'default' (bundled G + D), .safetensors, official .pkl, training snapshot / run")
     p.add_argument("--fk", help="FK-Enhance dataset (psohead fk-enhance)")
     p.add_argument("--fk-ratio", type=float, help="share of real-batch entries taken from --fk (default 0.3)")
     p.add_argument("--discriminator", help="file holding D (default: the network's own; else a fresh one)")

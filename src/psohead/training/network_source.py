@@ -85,7 +85,11 @@ def _from_file(path: Path) -> NetworkSet:
 
 def read_network_set(network: str | os.PathLike, discriminator: str | os.PathLike | None = None) -> NetworkSet:
     """Generator (+ training G and D where present) of ``network``; ``discriminator`` (a file
-    holding a D) replaces the file's own D. D must match G's output resolution."""
+    holding a D) replaces the file's own D. D must match G's output resolution. ``default`` is the
+    bundled generator with its discriminator."""
+    if str(network) == "default":
+        from ..api import DEFAULT_DISCRIMINATOR, DEFAULT_GENERATOR
+        network, discriminator = DEFAULT_GENERATOR, discriminator or DEFAULT_DISCRIMINATOR
     path = Path(network)
     if not path.exists() and not part_paths(path):
         raise InputError(f"network {path}: no such file or folder")
