@@ -22,11 +22,12 @@ OFFICIAL_KEYS = ("G_ema", "G", "D")
 _MAX_LISTED = 5
 
 
-def _resolve(path_or_name, default: Path = DEFAULT_GENERATOR) -> Path:
-    """A file path; the name ``default`` means the bundled network ``default`` (generator unless told)."""
+def _resolve(path_or_name, kind: str = "generator") -> Path:
+    """A file path; the name ``default`` means the bundled network of that kind."""
     if str(path_or_name) == "default":
+        default = DEFAULT_GENERATOR if kind == "generator" else DEFAULT_DISCRIMINATOR
         if not default.is_file():
-            raise CheckpointError(f"the bundled default network ({default}) is missing from this "
+            raise CheckpointError(f"the bundled default {kind} ({default}) is missing from this "
                                   "installation; pass a .safetensors or official .pkl path instead")
         return default
     path = Path(path_or_name).expanduser()
@@ -156,7 +157,7 @@ def load_generator(path_or_name: str | os.PathLike = "default", device=None, whi
 
 def load_discriminator(path: str | os.PathLike, device=None, dtype: torch.dtype = torch.float32):
     """A ``MaskDualDiscriminatorV2`` (eval mode, no grad) from ``"default"``, our file or the D of an official .pkl."""
-    path = _resolve(path, default=DEFAULT_DISCRIMINATOR)
+    path = _resolve(path, kind="discriminator")
     net = read_checkpoint(path, "D")
     if net.kind != "discriminator":
         raise CheckpointError(f"{path}: holds a {net.kind}, not a discriminator")
