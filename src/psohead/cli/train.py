@@ -65,6 +65,10 @@ def _explicit_changes(args) -> dict:
     return changes
 
 
+def _merge(opts, args):
+    return opts.replace(**_explicit_changes(args))
+
+
 def _resolve_resume(value: str) -> str:
     from ..errors import InputError
     from ..training.snapshot import find_latest, part_paths
