@@ -156,3 +156,20 @@ def test_resume_continues_exactly(tmp_path):
     for key in ("G", "G_ema", "D"):
         for name, t in a[key].items():
             assert torch.allclose(t, b[key][name], atol=1e-6), (key, name)
+
+
+def test_cli_resume_applies_explicit_option_changes(tmp_path):
+    """`psohead train --resume RUN --batch 8` continues the run with the new batch; other saved options stay."""
+    pytest.importorskip("psohead.networks.generator")
+    from psohead.cli import main
+    data = _dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    common = ["--data", str(data), "--device", "cpu", "--no-progress", "--workers", "0"]
+    assert main(["train", "--preset", "tiny", "--out", str(run), "--kimg-per-run", "0.004", "--glr", "0.001",
+                 *common]) == 0
+    assert main(["train", "--resume", str(run), "--kimg-per-run", "0.004", "--batch", "8", "--batch-gpu", "8",
+                 *common]) == 0
+    snap = load_snapshot(run / "snapshot-latest.pt")
+    assert snap["progress"]["cur_nimg"] == 4 + 8  # one step of the preset's batch 4, then one of 8
+    assert snap["options"]["batch"] == 8 and snap["options"]["batch_gpu"] == 8
+    assert snap["options"]["glr"] == pytest.approx(0.001)  # saved, not reset to the preset's value

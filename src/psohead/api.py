@@ -11,21 +11,25 @@ from .checkpoint.safetensors_io import NetworkFile, is_safetensors, read_network
 from .errors import CheckpointError
 from .networks.config import ConfigError, DiscriminatorConfig, GeneratorConfig
 
-__all__ = ["DEFAULT_GENERATOR", "build_network", "load_discriminator", "load_generator", "load_network",
-           "read_checkpoint", "save_network"]
+__all__ = ["DEFAULT_DISCRIMINATOR", "DEFAULT_GENERATOR", "build_network", "load_discriminator", "load_generator", "load_network",
+           "read_checkpoint", "read_official_networks", "save_network"]
 
 DEFAULT_GENERATOR = Path(__file__).resolve().parent / "assets" / "default_generator.safetensors"
+# The discriminator trained with it: quality scores for FK-Enhance, D features for inversion.
+DEFAULT_DISCRIMINATOR = DEFAULT_GENERATOR.with_name("default_discriminator.safetensors")
 OFFICIAL_CLASSES = {"TriPlaneGenerator": "generator", "MaskDualDiscriminatorV2": "discriminator"}
 OFFICIAL_KEYS = ("G_ema", "G", "D")
 _MAX_LISTED = 5
 
 
-def _resolve(path_or_name) -> Path:
+def _resolve(path_or_name, kind: str = "generator") -> Path:
+    """A file path; the name ``default`` means the bundled network of that kind."""
     if str(path_or_name) == "default":
-        if not DEFAULT_GENERATOR.is_file():
-            raise CheckpointError(f"the bundled default generator ({DEFAULT_GENERATOR}) is missing from this "
+        default = DEFAULT_GENERATOR if kind == "generator" else DEFAULT_DISCRIMINATOR
+        if not default.is_file():
+            raise CheckpointError(f"the bundled default {kind} ({default}) is missing from this "
                                   "installation; pass a .safetensors or official .pkl path instead")
-        return DEFAULT_GENERATOR
+        return default
     path = Path(path_or_name).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -35,7 +39,17 @@ def _resolve(path_or_name) -> Path:
 def _read_official(path: Path, which: str) -> NetworkFile:
     if which not in OFFICIAL_KEYS:
         raise CheckpointError(f"which must be one of {', '.join(OFFICIAL_KEYS)}, got {which!r}")
-    net = read_official_pickle(path, keys=(which,)).networks[which]
+    return _official_file(path, which, read_official_pickle(path, keys=(which,)).networks[which])
+
+
+def read_official_networks(path_or_name, keys=OFFICIAL_KEYS) -> dict[str, NetworkFile]:
+    """Those of ``keys`` (G_ema, G, D) that an official ``.pkl`` holds, parsed in one pass."""
+    path = _resolve(path_or_name)
+    nets = read_official_pickle(path, keys=tuple(keys)).networks
+    return {key: _official_file(path, key, net) for key, net in nets.items()}
+
+
+def _official_file(path: Path, which: str, net) -> NetworkFile:
     kind = OFFICIAL_CLASSES.get(net.class_name)
     if kind is None:
         raise CheckpointError(f"{path}: {which} is an official {net.class_name}, which psohead cannot load "
@@ -142,8 +156,8 @@ def load_generator(path_or_name: str | os.PathLike = "default", device=None, whi
 
 
 def load_discriminator(path: str | os.PathLike, device=None, dtype: torch.dtype = torch.float32):
-    """A ``MaskDualDiscriminatorV2`` (eval mode, no grad) from our file or the D of an official .pkl."""
-    path = _resolve(path)
+    """A ``MaskDualDiscriminatorV2`` (eval mode, no grad) from ``"default"``, our file or the D of an official .pkl."""
+    path = _resolve(path, kind="discriminator")
     net = read_checkpoint(path, "D")
     if net.kind != "discriminator":
         raise CheckpointError(f"{path}: holds a {net.kind}, not a discriminator")

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--deterministic", action="store_true",
                    help="fixed ray jitter and importance draws (reproducible across runs and devices)")
+    p.add_argument("--depth", action="store_true",
+                   help="add a depth row (near = bright) under each seed's row in grid.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_generate)
 
@@ -135,6 +137,22 @@ def _write_png(image, path: Path) -> None:
         raise
 
 
+def _depth_rows(out: dict, size) -> "np.ndarray":
+    """uint8 depth images (near = bright) stretched over the head's own depth range, background black.
+
+    Depth and mask come at the neural rendering resolution; they are nearest-upsampled to ``size``.
+    """
+    import torch
+
+    from ..export.views import to_uint8
+
+    depth, fg = (torch.nn.functional.interpolate(out[k], size=tuple(size), mode="nearest")
+                 for k in ("image_depth", "image_mask"))
+    fg = fg > 0.5
+    near_far = (float(depth[fg].min()), float(depth[fg].max())) if fg.any() else None
+    return to_uint8(torch.where(fg, depth, torch.tensor(float("inf"))), "image_depth", depth_range=near_far)
+
+
 def run_generate(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -142,6 +160,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from ..api import load_generator
     from ..camera import apply_offset, label_from_yaw_pitch
+    from ..export.views import to_uint8
 
     seeds = parse_seeds(args.seeds)
     views = [(y, p) for p in parse_angles(args.pitch, "pitch") for y in parse_angles(args.yaw, "yaw")]
@@ -164,12 +183,13 @@ def run_generate(args: argparse.Namespace) -> int:
             ws = G.mapping(z, frontal, **trunc)
             _, delta = G.apply_delta_c(z, frontal, **trunc)
             c = apply_offset(labels, delta.expand(len(views), 3))
-            img = G.synthesis(ws, c, noise_mode="const",
-                              deterministic=args.deterministic)["image"]
-        img = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+            out = G.synthesis(ws, c, noise_mode="const", deterministic=args.deterministic)
+        img = to_uint8(out["image"])
         for (yaw, pitch), im in zip(views, img):
             _write_png(im, outdir / f"seed{seed:04d}_yaw{yaw:g}_pitch{pitch:g}.png")
         rows.append(np.concatenate(list(img), axis=1))
+        if args.depth:
+            rows.append(np.concatenate(list(_depth_rows(out, img.shape[1:3])), axis=1))
     _write_png(np.concatenate(rows, axis=0), outdir / "grid.png")
     print(f"wrote {len(seeds) * len(views)} images and grid.png ({len(seeds)} seeds x {len(views)} views) to {outdir}")
     return 0

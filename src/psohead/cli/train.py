@@ -54,14 +54,19 @@ def _add_train_args(p) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
-def _merge(opts, args):
+def _explicit_changes(args) -> dict:
+    """The option changes the command line asks for (``loss.<name>`` for loss settings)."""
     changes = {field: getattr(args, flag) for flag, field in _OPTION_FLAGS.items() if getattr(args, flag) is not None}
     changes.update({f"loss.{field}": getattr(args, flag) for flag, field in _LOSS_FLAGS.items()
                     if getattr(args, flag) is not None})
     for flag in ("xflip", "compact_snapshot", "tf32", "progress"):
         if getattr(args, flag) is not None:
             changes[flag] = getattr(args, flag)
-    return opts.replace(**changes)
+    return changes
+
+
+def _merge(opts, args):
+    return opts.replace(**_explicit_changes(args))
 
 
 def _resolve_resume(value: str) -> str:
@@ -81,7 +86,7 @@ def _resolve_resume(value: str) -> str:
 def _train(args) -> int:
     from ..errors import InputError
     from ..training.loop import train
-    from ..training.options import TrainOptions
+    from ..training.options import RUN_CONTROL, TrainOptions
     from ..training.presets import preset
     from ..training.snapshot import load_snapshot
 
@@ -92,12 +97,15 @@ def _train(args) -> int:
     else:
         resume = None
         G_cfg, D_cfg, opts = preset(args.preset)
-    opts = _merge(opts, args)
+    changes = _explicit_changes(args)
+    opts = opts.replace(**changes)
     if not opts.data:
         raise InputError("--data is required")
     if not opts.out:
         raise InputError("--out is required")
-    result = train(opts, G_cfg, D_cfg, resume=resume)
+    # On resume, options given on the command line (other than run control) deliberately change the run.
+    overrides = {k: v for k, v in changes.items() if k not in RUN_CONTROL} if resume else {}
+    result = train(opts, G_cfg, D_cfg, resume=resume, resume_overrides=overrides)
     if result is not None:
         print(json.dumps(result))
     return 0

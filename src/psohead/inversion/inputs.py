@@ -12,7 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..camera import label_from_yaw_pitch, parse_label, validate_label
@@ -71,6 +73,15 @@ def mask_beside(image_path: Path) -> Image.Image | None:
         if cand.is_file():
             return open_rgb(cand, "mask").convert("L")
     return None
+
+
+def border_matte(pil: Image.Image) -> torch.Tensor:
+    """Foreground [1,1,H,W] in {0,1} of a photo without a mask file: the pixels that differ from
+    the median border colour (a plain backdrop), opened to drop speckles."""
+    arr = torch.from_numpy(np.asarray(pil.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    border = torch.cat([arr[:, 0], arr[:, -1], arr[:, :, 0], arr[:, :, -1]], 1).median(1).values
+    m = ((arr - border[:, None, None]).abs().amax(0) > 0.12).float()[None, None]
+    return F.max_pool2d(-F.max_pool2d(-m, 5, 1, 2), 5, 1, 2)
 
 
 def prepare_input(image, label=None, mask=None, what: str = "input") -> PreparedInput:

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..camera import LABEL_DIM, apply_offset
 from ..errors import InputError
 from .imageio import mask_tensor, to_tensor
-from .inputs import PreparedInput, mask_beside, prepare_extra_view, prepare_input
+from .inputs import PreparedInput, border_matte, mask_beside, prepare_extra_view, prepare_input
 from .losses import build_perceptual
 from .pivotal import PivotalConfig, tune
 from .precision import check_precision
@@ -93,15 +92,6 @@ def _camera_offset(G, z_mean: torch.Tensor, label: torch.Tensor) -> torch.Tensor
     return delta.detach().float().cpu().reshape(-1, 3)[:1]
 
 
-def _photo_mask(pil: Image.Image) -> torch.Tensor:
-    """Foreground [1,1,H,W] of a back photo: its mask file if one lies beside it (see inputs), else
-    the pixels that differ from the median border colour."""
-    arr = torch.from_numpy(np.asarray(pil.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-    border = torch.cat([arr[:, 0], arr[:, -1], arr[:, :, 0], arr[:, :, -1]], 1).median(1).values
-    m = ((arr - border[:, None, None]).abs().amax(0) > 0.12).float()[None, None]
-    return F.max_pool2d(-F.max_pool2d(-m, 5, 1, 2), 5, 1, 2)  # opening: drop speckles
-
-
 def _back_views(plan: BackPlan, G, stats, prepared: PreparedInput, front: TargetView, res: int):
     """Back targets known before stage 1 (photo / FK); prior views are made after it."""
     if plan.kind not in ("photo", "fk"):
@@ -114,7 +104,7 @@ def _back_views(plan: BackPlan, G, stats, prepared: PreparedInput, front: Target
 
         def mask_fn(pil):
             if beside is None:
-                return _photo_mask(pil)
+                return border_matte(pil)
             m = np.asarray(beside.resize(pil.size, Image.BILINEAR), dtype=np.float32) / 255
             return torch.from_numpy(m)[None, None]
 

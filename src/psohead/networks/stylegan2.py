@@ -65,7 +65,7 @@ class MappingNetwork(nn.Module):
             x = getattr(self, f"fc{idx}")(x)
 
         if update_emas and self.w_avg_beta is not None:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            self.w_avg.copy_(x.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
 
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
@@ -73,11 +73,12 @@ class MappingNetwork(nn.Module):
         if truncation_psi != 1:
             if self.w_avg_beta is None:
                 raise ValueError("truncation needs a w_avg (w_avg_beta is None)")
+            w_avg = self.w_avg.to(x.dtype)  # lerp needs one dtype; under autocast x is bf16/fp16
             if self.num_ws is None or truncation_cutoff is None:
-                x = self.w_avg.lerp(x, truncation_psi)
+                x = w_avg.lerp(x, truncation_psi)
             else:
                 x = x.clone()
-                x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+                x[:, :truncation_cutoff] = w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
         return x
 
     def extra_repr(self) -> str:

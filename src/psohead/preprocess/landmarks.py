@@ -79,6 +79,13 @@ def _mediapipe_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]
     return out
 
 
+def face_boxes(rgb: np.ndarray, detector: str = "dlib") -> list[tuple[tuple[float, ...], float]]:
+    """Boxes (l, t, r, b, original pixels) and scores of one detector, without landmarks."""
+    small, scale = _downscale(rgb)
+    found = _dlib_boxes(small) if detector == "dlib" else _mediapipe_boxes(small)
+    return [(tuple(v / scale for v in box), score) for box, score in found]
+
+
 # index of each point's mirror partner in the 68-point scheme (jaw, brows, nose, eyes, mouth)
 MIRROR_68 = np.r_[16:-1:-1, 26:21:-1, 21:16:-1, 27:31, 35:30:-1, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
                   54:47:-1, 59:54:-1, 64:59:-1, 67:64:-1]

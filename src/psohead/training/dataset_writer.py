@@ -78,6 +78,10 @@ class DatasetWriter:
         self._put(f"masks/{rel}", _png_bytes(mask))
         self.labels.append([rel, format_label(label)])
 
+    def add_file(self, rel: str, data: bytes) -> None:
+        """Another file at the dataset root (e.g. a report), written with the rest."""
+        self._put(rel, data)
+
     def close(self) -> Path:
         data = json.dumps({"labels": self.labels}, indent=0).encode()
         self._put("images/dataset.json", data)

@@ -144,6 +144,24 @@ def _set_speed_flags(device: torch.device, tf32: bool) -> None:
         torch.backends.cudnn.allow_tf32 = tf32
 
 
+def to_training_batch(batch, device: torch.device, resolution: int) -> tuple:
+    """Loader batch (uint8 image, uint8 mask, label) -> image [-1,1], mask [0,1] at ``resolution``, label."""
+    img, mask, c = batch
+    img = img.to(device, non_blocking=True).float().div_(127.5).sub_(1)
+    mask = mask.to(device, non_blocking=True).float().div_(255)
+    if img.shape[-1] != resolution:
+        img, mask = filtered_resize(img, resolution), filtered_resize(mask, resolution)
+    return img, mask, c.to(device, non_blocking=True)
+
+
+def mix_batches(real: tuple, extra: tuple, ratio: float) -> tuple[tuple, torch.Tensor]:
+    """(image, mask, label) batches: each real entry is replaced by the extra batch's entry with
+    probability ``ratio`` (CPU global torch RNG, so resumed runs draw the same); returns (batch, pick)."""
+    pick = torch.rand(len(real[0])) < ratio
+    mixed = tuple(torch.where(pick.to(r.device).view(-1, *[1] * (r.ndim - 1)), e, r) for r, e in zip(real, extra))
+    return mixed, pick
+
+
 def _lazy_adam(params, lr: float, betas, eps: float, interval: int) -> torch.optim.Adam:
     ratio = interval / (interval + 1) if interval > 0 else 1.0
     return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps)
@@ -151,27 +169,30 @@ def _lazy_adam(params, lr: float, betas, eps: float, interval: int) -> torch.opt
 
 def train(opts: TrainOptions, G_cfg: GeneratorConfig | None = None, D_cfg: DiscriminatorConfig | None = None,
           resume: str | None = None, init: dict | None = None,
-          extra_data: HeadDataset | None = None, extra_ratio: float = 0.0) -> dict:
+          extra_data: HeadDataset | None = None, extra_ratio: float = 0.0,
+          resume_overrides: dict | None = None) -> dict:
     """Train (or continue) a run; returns a summary dict. See the module docstring.
 
     ``resume`` continues a snapshot (configs and options come from it, run-control options from
-    ``opts``). ``init`` = {"G": state dict, "D": state dict or None, "G_ema": ...} starts from
+    ``opts``); ``resume_overrides`` changes saved options on purpose (e.g. a larger batch on a
+    bigger machine), which gives up the exact replay of an uninterrupted run. ``init`` = {"G": state dict, "D": state dict or None, "G_ema": ...} starts from
     given weights (fine-tuning). ``extra_data`` is mixed into the real batches with probability ``extra_ratio``.
     """
     info = ddp.init_distributed(opts.device)
     try:
-        return _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info)
+        return _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info, resume_overrides or {})
     finally:
         ddp.shutdown(info)
 
 
-def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.DistInfo) -> dict:
+def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.DistInfo,
+           resume_overrides: dict) -> dict:
     device = info.device
     snap = None
     if resume:
         snap = load_snapshot(resume)
         saved = TrainOptions.from_dict(snap["options"])
-        opts = saved.replace(**{k: getattr(opts, k) for k in RUN_CONTROL})
+        opts = saved.replace(**{k: getattr(opts, k) for k in RUN_CONTROL}, **resume_overrides)
         G_cfg = GeneratorConfig.from_dict(snap["G_config"])
         D_cfg = DiscriminatorConfig.from_dict(snap["D_config"])
     if G_cfg is None or D_cfg is None:
@@ -277,19 +298,12 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
     reason = "done"
     with _StopFlag() as stop:
         while progress.cur_nimg < run_limit:
-            # Fetch a minibatch (real images are resized to G's output if the dataset differs).
-            img, mask, real_c = next(real_iter)
+            # Fetch a minibatch (images resized to G's output where a dataset differs).
+            img, mask, real_c = to_training_batch(next(real_iter), device, G.img_resolution)
             if extra_iter is not None:
-                e_img, e_mask, e_c = next(extra_iter)
-                pick = torch.rand(len(img)) < extra_ratio
-                img, mask, real_c = (torch.where(pick[:, None, None, None], e_img, img),
-                                     torch.where(pick[:, None, None, None], e_mask, mask),
-                                     torch.where(pick[:, None], e_c, real_c))
-            img = img.to(device, non_blocking=True).float().div_(127.5).sub_(1)
-            mask = mask.to(device, non_blocking=True).float().div_(255)
-            real_c = real_c.to(device, non_blocking=True)
-            if img.shape[-1] != G.img_resolution:
-                img, mask = filtered_resize(img, G.img_resolution), filtered_resize(mask, G.img_resolution)
+                extra = to_training_batch(next(extra_iter), device, G.img_resolution)
+                (img, mask, real_c), pick = mix_batches((img, mask, real_c), extra, extra_ratio)
+                stats_acc.setdefault("data/extra_fraction", []).append(float(pick.float().mean()))
             gen_z = torch.randn([per_rank, G.z_dim], device=device)
             gen_c = labels[torch.randint(len(labels), (per_rank,))].to(device)
 
