@@ -41,11 +41,13 @@ class PointParams:
     def __getitem__(self, name: str) -> torch.Tensor:
         col = self._cols.get(name)
         if col is None:
+            if "by_col" not in self._shared:  # contiguous [B] rows: index_select on strided columns is slow
+                self._shared["by_col"] = self.table.t().contiguous()
             if name in COL:
-                col = self.table[:, COL[name]]
+                col = self._shared["by_col"][COL[name]]
             else:
                 if "per_head" not in self._shared:
-                    self._shared["per_head"] = per_head(lambda k: self.table[:, COL[k]])
+                    self._shared["per_head"] = per_head(lambda k: self._shared["by_col"][COL[k]])
                 col = self._shared["per_head"][name]
             col = col[0] if self.head is None else col.index_select(0, self.head)
             self._cols[name] = col
@@ -78,7 +80,7 @@ def per_head(col) -> dict[str, torch.Tensor]:
         "i_jaw_x": 1 / (0.118 * col("jaw_w")), "i_jaw_y": 1 / (0.095 * col("chin")),
         "ear_x": rx + 0.004, "i_ear_y": 1 / (0.031 * ear), "i_ear_z": 1 / (0.021 * ear),
         "i_concha_y": 1 / (0.7 * 0.031 * ear), "i_concha_z": 1 / (0.7 * 0.021 * ear),
-        "eye_r": eye_r, "eye_lz": float(g.eye_left[2]) - 0.3 - eye_r, "eye_rz": float(g.eye_right[2]) - 0.3 - eye_r,
+        "eye_r": eye_r, "eye_z": float(g.eye_left[2]) - 0.3 - eye_r,
         "collar_r": col("neck_r") + 0.012, "hairline_y": 0.035 + col("hairline"),
         "i_cu_x": 1 / (rx + vol), "i_cu_y": 1 / (ry + vol), "i_cu_z": 1 / (rz + vol),
         "hang": -(CRANIUM_CENTER[1] - col("curtain_bot")).clamp_min(0),
@@ -124,10 +126,9 @@ def _face_cm(qx, qy, qz, c: PointParams, tex: torch.Tensor) -> torch.Tensor:
 
 
 def _eyes_cm(qx, qy, qz, c: PointParams):
-    g, r = face_geometry(), c["eye_r"]
-    dl, dr = (length3(qx - float(e[0]), qy - float(e[1]), qz - c[k]).sub_(r)
-              for e, k in ((g.eye_left, "eye_lz"), (g.eye_right, "eye_rz")))
-    return torch.minimum(dl, dr), dl, dr
+    """Both eyeballs as one sphere at |q_x| (the canonical mesh is mirror-symmetric, see tests)."""
+    e = face_geometry().eye_left
+    return length3(qx.abs().sub_(float(e[0])), qy - float(e[1]), qz - c["eye_z"]).sub_(c["eye_r"])
 
 
 def _evaluate(x, y, z, c: PointParams, full: bool):
@@ -145,13 +146,13 @@ def _evaluate(x, y, z, c: PointParams, full: bool):
     ear = torch.maximum(ellipsoid(ex, ey, ez, 1 / 0.011, c["i_ear_y"], c["i_ear_z"]), concha.neg_())
     skin = smin(skin, ear, 0.006)
     skin = smin(skin, capsule(x, y, z, (0.0, -0.06, -0.035), (0.0, -0.5, -0.03), c["neck_r"]), 0.03)
-    eyes_cm, dl, dr = _eyes_cm(qx, qy, qz, c)
+    eyes_cm = _eyes_cm(qx, qy, qz, c)
     cloth = ellipsoid(x, y + 0.43, z + 0.035, 1 / 0.36, 1 / 0.16, 1 / 0.15)
     cloth = smin(cloth, capsule(x, y, z, (0.0, -0.3, -0.035), (0.0, -0.5, -0.03), c["collar_r"]), 0.03)
     hair = _hair(x, y, z, cx, cy, cz, c, upper)
     out = {"skin": skin.mul_(s), "eyes": eyes_cm.mul_(c["cm"]).mul_(s), "cloth": cloth.mul_(s), "hair": hair.mul_(s)}
     if full:
-        out.update(x=x, y=y, z=z, qx=qx, qy=qy, qz=qz, tex=tex, left_eye=dl < dr)
+        out.update(x=x, y=y, z=z, qx=qx, qy=qy, qz=qz, tex=tex)
     return out
 
 
@@ -228,7 +229,7 @@ def albedo(d: dict, c: PointParams) -> tuple[torch.Tensor, torch.Tensor]:
     beard_zone = (-1.8 - qy).clamp(0, 1) * oval * (1 - lips).clamp(0, 1)
     beard = (c["beard"] * beard_zone * (0.75 + 0.25 * wave(x, y, z, 900.0, phase))).clamp(0, 1)
     skin = torch.lerp(skin, hair_c * 0.8, col(beard))
-    eye = _eye_colour(qx, qy, qz, d["left_eye"], c, skin)
+    eye = _eye_colour(qx, qy, qz, c, skin)
     strands = 0.5 + 0.5 * torch.sin(c["strand_freq"] * (x * 0.95 + z * 0.3) + 3 * wave(x, y, z, 25.0, phase))
     hair = hair_c * col((0.7 + 0.45 * strands) * (1 + 0.15 * wave(x, y, z, 90.0, phase)))
     buzz = col((1 - c["cap_thick"] / 0.008).clamp(0, 1) * 0.55)
@@ -238,12 +239,11 @@ def albedo(d: dict, c: PointParams) -> tuple[torch.Tensor, torch.Tensor]:
     return out.clamp(0, 1), mat
 
 
-def _eye_colour(qx, qy, qz, left, c: PointParams, like):
+def _eye_colour(qx, qy, qz, c: PointParams, like):
     """Sclera, iris and pupil from the angle between the eyeball radius and the gaze direction."""
-    g = face_geometry()
-    vx = qx - torch.where(left, float(g.eye_left[0]), float(g.eye_right[0]))
-    vy = qy - torch.where(left, float(g.eye_left[1]), float(g.eye_right[1]))
-    vz = qz - torch.where(left, c["eye_lz"], c["eye_rz"])
+    e = face_geometry().eye_left
+    vx = qx - float(e[0]) * torch.where(qx > 0, 1.0, -1.0)  # the nearer eye (x = 0 counts as the right one)
+    vy, vz = qy - float(e[1]), qz - c["eye_z"]
     gx, gy = c["gaze_x"], c["gaze_y"]
     cosg = (vx * gx + vy * gy + vz) / (length3(vx, vy, vz).clamp_min(1e-6) * (gx * gx + gy * gy + 1).sqrt())
     iris = ((cosg - 0.86) / 0.015).clamp(0, 1).unsqueeze(-1)

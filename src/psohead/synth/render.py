@@ -28,7 +28,9 @@ class RenderConfig:
     hit_px: float = 0.3  # hit when the distance is below this many pixel footprints
     ao: bool = True
     tile: int = 4  # cone pass over tile x tile pixels (1: off, every ray starts at the bound)
-    cone_relax: float = 0.5  # cone step = cone_relax * distance; its clearance test scales with 1/(1 - this)
+    cone_steps: int = 16  # a cone still going after this many steps hands over where it is
+    cone_relax: float = 0.4  # cone step = cone_relax * distance
+    cone_trust: float = 0.7  # the cone counts on this fraction of the distance only: the SDF is not 1-Lipschitz
 
 
 @dataclass
@@ -69,21 +71,21 @@ class _Rays(dict):
     full arrays, "head" the parameter table, "live" is 1 while the ray may advance)."""
 
     def take(self, idx: torch.Tensor) -> _Rays:
-        return _Rays({k: v[idx] for k, v in self.items()})
+        return _Rays({k: v.index_select(0, idx) for k, v in self.items()})
 
 
-def _march(rays: _Rays, table: torch.Tensor, cfg: RenderConfig, step, done) -> None:
-    """Sphere-trace ``rays`` for up to cfg.steps steps; ``step(rays, dist)`` updates a ray set in
+def _march(rays: _Rays, table: torch.Tensor, cfg: RenderConfig, steps: int, step, done) -> None:
+    """Sphere-trace ``rays`` for up to ``steps`` steps; ``step(rays, dist)`` updates a ray set in
     place and returns it, ``done(rays)`` records the rays leaving the active set."""
     present: dict = {}
     params = H.PointParams(table, rays["head"], present)
-    for k in range(cfg.steps):
+    for k in range(steps):
         if not rays["ray"].numel():
             return
         t = rays["t"]
         pts = [torch.addcmul(rays["o" + a], t, rays["d" + a]) for a in "xyz"]
         step(rays, H.sdf_columns(*pts, params))
-        if (k + 1) % cfg.compact_every == 0 or k + 1 == cfg.steps:
+        if (k + 1) % cfg.compact_every == 0 or k + 1 == steps:
             done(rays)
             keep = ((rays["live"] > 0) & (rays["t"] < rays["far"])).nonzero().squeeze(1)
             if keep.numel() < rays["ray"].numel():
@@ -91,20 +93,21 @@ def _march(rays: _Rays, table: torch.Tensor, cfg: RenderConfig, step, done) -> N
                 params = H.PointParams(table, rays["head"], present)
 
 
-def _rays(ray, head, o, d, t, far, scale, **extra) -> _Rays:
+def _rays(ray, head, o, d, t, far, **extra) -> _Rays:
     ox, oy, oz = H.columns(o[head])
     dx, dy, dz = H.columns(d)
-    return _Rays(ray=ray, head=head, ox=ox, oy=oy, oz=oz, dx=dx, dy=dy, dz=dz, t=t, far=far, scale=scale,
+    return _Rays(ray=ray, head=head, ox=ox, oy=oy, oz=oz, dx=dx, dy=dy, dz=dz, t=t, far=far,
                  live=torch.ones_like(t), **extra)
 
 
 def _cone_pass(o, d, t0, t1, inside, pix, table, b, res, tile, cfg):
     """March one cone per tile; returns each ray's start distance and whether its tile is empty.
 
-    A cone ray c(t) stands for the tile's rays f(t) with |f(t) - c(t)| <= t * delta. Its sample at
-    t with distance dist clears the next segment [t, t + s dist] (s = cone_relax) for all of them
-    with a pixel to spare (so it cannot change a soft edge either) when
-    dist (1 - s) >= (t + s dist) (delta + pix); otherwise the tile's rays start at t.
+    The cone's axis c(t) = o + t d_c stands for the tile's rays f(t) = o + t d_f, |d_f - d_c| <= delta.
+    Its sample at t with distance dist clears the segment up to t' = t + s dist (s = cone_relax)
+    for all of them with a pixel footprint to spare (so soft edges cannot change either) when
+    (s dist)^2 + (t' delta)^2 <= (dist - t' pix)^2: |f(u) - c(t)|^2 <= (u - t)^2 + (u delta)^2 on
+    the segment, as d_c . (d_f - d_c) <= 0. Otherwise the cone stops and its rays start at t.
     """
     n_t = res // tile
     view = lambda v: v.view(b, n_t, tile, n_t, tile, *v.shape[1:])  # noqa: E731
@@ -118,21 +121,23 @@ def _cone_pass(o, d, t0, t1, inside, pix, table, b, res, tile, cfg):
     far_c = view(torch.where(inside, t1, -big)).amax((2, 4)).reshape(-1)
     n_c = t_c.numel()
     head_c = torch.arange(b, device=d.device).repeat_interleave(n_t * n_t)
-    clear = delta + pix[head_c]
     act = (far_c > t_c).nonzero().squeeze(1)
     out_t, out_live = t_c.clone(), torch.zeros(n_c, device=d.device)
     s = cfg.cone_relax
 
     def step(r: _Rays, dist):
-        ok = (dist * (1 - s) - (r["t"] + s * dist) * r["scale"]).sign_().clamp_min_(0)
-        r["live"] = ok
-        r["t"] = r["t"].addcmul(dist, ok, value=s)
+        ahead = r["t"] + s * dist
+        room = (dist * cfg.cone_trust - ahead * r["pix"]).clamp_min_(0).square_()
+        need = (dist * s).square_().addcmul_(ahead * r["delta"], ahead * r["delta"])
+        r["live"] = (room - need).sign_().clamp_min_(0)
+        r["t"] = torch.lerp(r["t"], ahead, r["live"])
 
     def done(r: _Rays):
         out_t[r["ray"]], out_live[r["ray"]] = r["t"], r["live"]
 
-    rays = _rays(act, head_c[act], o, dc.reshape(-1, 3)[act], t_c[act], far_c[act], clear[act])
-    _march(rays, table, cfg, step, done)
+    rays = _rays(act, head_c[act], o, dc.reshape(-1, 3)[act], t_c[act], far_c[act], pix=pix[head_c[act]],
+                 delta=delta[act])
+    _march(rays, table, cfg, cfg.cone_steps, step, done)
     empty = (out_live > 0) & (out_t >= far_c)  # the cone crossed the whole bound untouched
     tile_of = torch.arange(res, device=d.device) // tile
     tid = (tile_of[:, None] * n_t + tile_of[None, :]).reshape(-1)
@@ -156,7 +161,7 @@ def _trace(o, d, table, b, res, pix, cfg):
 
     def step(r: _Rays, dist):
         t = r["t"]
-        rr = dist / (t * r["scale"])
+        rr = dist / (t * r["pix"])
         better = (r["best_r"] - rr).sign_().clamp_min_(0)
         r["best_r"] = torch.minimum(r["best_r"], rr)
         r["best_t"] = torch.lerp(r["best_t"], t, better)
@@ -166,8 +171,9 @@ def _trace(o, d, table, b, res, pix, cfg):
     def done(r: _Rays):
         best_r[r["ray"]], best_t[r["ray"]] = r["best_r"], r["best_t"]
 
-    rays = _rays(act, head[act], o, d[act], t0[act], t1[act], pix[head[act]], best_r=best_r[act], best_t=best_t[act])
-    _march(rays, table, cfg, step, done)
+    rays = _rays(act, head[act], o, d[act], t0[act], t1[act], pix=pix[head[act]], best_r=best_r[act],
+                 best_t=best_t[act])
+    _march(rays, table, cfg, cfg.steps, step, done)
     return best_t, best_r, best_r < cfg.hit_px
 
 
