@@ -75,8 +75,8 @@ class _Rays(dict):
 
 
 def _march(rays: _Rays, table: torch.Tensor, cfg: RenderConfig, steps: int, step, done) -> None:
-    """Sphere-trace ``rays`` for up to ``steps`` steps; ``step(rays, dist)`` updates a ray set in
-    place and returns it, ``done(rays)`` records the rays leaving the active set."""
+    """Sphere-trace ``rays`` for up to ``steps`` steps: ``step(rays, dist)`` updates the state in
+    place (setting "live" to 0 stops a ray), ``done(rays)`` records it before finished rays are dropped."""
     present: dict = {}
     params = H.PointParams(table, rays["head"], present)
     for k in range(steps):
@@ -106,8 +106,10 @@ def _cone_pass(o, d, t0, t1, inside, pix, table, b, res, tile, cfg):
     The cone's axis c(t) = o + t d_c stands for the tile's rays f(t) = o + t d_f, |d_f - d_c| <= delta.
     Its sample at t with distance dist clears the segment up to t' = t + s dist (s = cone_relax)
     for all of them with a pixel footprint to spare (so soft edges cannot change either) when
-    (s dist)^2 + (t' delta)^2 <= (dist - t' pix)^2: |f(u) - c(t)|^2 <= (u - t)^2 + (u delta)^2 on
-    the segment, as d_c . (d_f - d_c) <= 0. Otherwise the cone stops and its rays start at t.
+    (s dist)^2 + (t' delta)^2 <= (w dist - t' pix)^2, as |f(u) - c(t)|^2 <= (u - t)^2 + (u delta)^2
+    on the segment (d_c . (d_f - d_c) <= 0). w = cone_trust < 1 because the SDF overestimates the
+    distance in places (nose and brow terms, the slope of the cap thickness): tests sample every
+    skipped segment densely. Otherwise the cone stops and its rays start at t.
     """
     n_t = res // tile
     view = lambda v: v.view(b, n_t, tile, n_t, tile, *v.shape[1:])  # noqa: E731
