@@ -1,7 +1,7 @@
 """Images per second of the procedural head renderer (psohead.synth), self-contained.
 
     python benchmarks/bench_synth.py --device cuda            # 128^2 and 512^2, < 2 min on a GPU
-    python benchmarks/bench_synth.py --device cpu --threads 2 --count 8
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_synth.py --device cpu --threads 2 --count 64
 
 Renders random identities/cameras/scenes exactly as ``psohead synth dataset`` does (no PNG
 encoding) and writes benchmarks/results/bench_synth_<device>.json/.md.
@@ -65,7 +65,9 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     machine = torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    command = " ".join(["python", "benchmarks/bench_synth.py", *sys.argv[1:]])
+    wait = os.environ.get("OMP_WAIT_POLICY")  # spinning OpenMP workers collapse on a busy CPU (docs/synth.md)
+    prefix = [f"OMP_WAIT_POLICY={wait}"] if wait else []
+    command = " ".join(prefix + ["python", "benchmarks/bench_synth.py", *sys.argv[1:]])
     result = {"device": args.device, "machine": machine, "torch": torch.__version__,
               "date": datetime.date.today().isoformat(), "command": command, "load_1min_before_after": load,
               "results": rows}
