@@ -52,6 +52,7 @@ def capsule(x, y, z, a: tuple, b: tuple, r) -> torch.Tensor:
 
 
 def _sub_scaled(p, q, h):
+    """p - q h, without an op when q is the float 0."""
     if isinstance(q, float):
         return p if q == 0.0 else torch.add(p, h, alpha=-q)
     return p - q * h
