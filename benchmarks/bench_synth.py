@@ -1,7 +1,7 @@
 """Images per second of the procedural head renderer (psohead.synth), self-contained.
 
     python benchmarks/bench_synth.py --device cuda            # 128^2 and 512^2, < 2 min on a GPU
-    python benchmarks/bench_synth.py --device cpu --threads 2 --count 8
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_synth.py --device cpu --threads 2 --count 64
 
 Renders random identities/cameras/scenes exactly as ``psohead synth dataset`` does (no PNG
 encoding) and writes benchmarks/results/bench_synth_<device>.json/.md.
@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from psohead.export.atomic import atomic_path
 from psohead.synth.dataset import _records, default_batch
 from psohead.synth.params import SCENE_KEYS, stack
 from psohead.synth.render import RenderConfig, render
@@ -53,6 +56,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = args.device.startswith("cuda")
+    load_before = os.getloadavg()[0]  # the CPU is shared: say how busy it was
     rows = []
     for res in args.res:
         batch = default_batch(res, args.device)
@@ -60,17 +64,24 @@ def main() -> None:
         rows.append(bench(res, args.device, count, min(batch, count)))
         print(json.dumps(rows[-1]), flush=True)
     machine = torch.cuda.get_device_name() if gpu else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    wait = os.environ.get("OMP_WAIT_POLICY")  # spinning OpenMP workers collapse on a busy CPU (docs/synth.md)
+    prefix = [f"OMP_WAIT_POLICY={wait}"] if wait else []
+    command = " ".join(prefix + ["python", "benchmarks/bench_synth.py", *sys.argv[1:]])
     result = {"device": args.device, "machine": machine, "torch": torch.__version__,
-              "date": datetime.date.today().isoformat(), "results": rows}
+              "date": datetime.date.today().isoformat(), "command": command, "load_1min_before_after": load,
+              "results": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"bench_synth_{'cuda' if gpu else 'cpu'}"
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    with atomic_path(out / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
     lines = [f"# bench_synth ({machine}, {result['date']})", "",
-             f"Command: `python benchmarks/bench_synth.py --device {args.device}`", "",
+             f"Command: `{command}`; 1-minute load average {load[0]} before, {load[1]} after.", "",
              "| resolution | batch | images | seconds | images/s |", "|---|---|---|---|---|"]
     lines += [f"| {r['res']}² | {r['batch']} | {r['images']} | {r['seconds']} | {r['img_per_s']} |" for r in rows]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    with atomic_path(out / f"{name}.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The MediaPipe face mesh is almost a height field z = h(x, y) seen from the front, so it is
 rasterised once into a small grid: the face SDF is then ``(z - h(x, y)) / |grad|`` inside a
 slab, sampled with one ``grid_sample`` for every point of every head at once. Holes (eyes,
-mouth) and the outside of the face oval fall off steeply, which carves the eye sockets.
+mouth) and the outside of the face oval fall off steeply, which carves the eye sockets. The
+channels the SDF reads come first, so the tracer samples only those (``SDF_CHANNELS``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ ASSET = Path(__file__).resolve().parents[1] / "assets" / "face_mesh_canonical.np
 EXTENT = 10.5  # the texture covers x, y in [-EXTENT, EXTENT] cm
 TEX = 224
 FALLOFF = 1.6  # cm of depth lost per cm outside the mesh
-CHANNELS = ("height", "nose", "lips", "brows", "oval", "gradnorm", "lipline", "eyes", "oval_sd")
+CHANNELS = ("height", "nose", "lips", "brows", "gradnorm", "oval_sd", "oval", "lipline", "eyes")
+SDF_CHANNELS = 6  # height .. oval_sd: all the distance needs; the rest only colour the surface
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,9 @@ def face_geometry() -> FaceGeometry:
     oval_sd = (ndimage.distance_transform_edt(~hard) - ndimage.distance_transform_edt(hard)) * texel
     gy, gx = np.gradient(height, texel)
     gradnorm = np.sqrt(1 + gx ** 2 + gy ** 2)
-    tex = np.stack([height, nose, lips, brows, oval, gradnorm, lipline, eyes, oval_sd]).astype(np.float32)
+    channels = dict(height=height, nose=nose, lips=lips, brows=brows, gradnorm=gradnorm, oval_sd=oval_sd, oval=oval,
+                    lipline=lipline, eyes=eyes)
+    tex = np.stack([channels[c] for c in CHANNELS]).astype(np.float32)
     eyes = []
     for key in ("loop_eye_left", "loop_eye_right"):
         p = v[d[key]]
@@ -111,15 +115,17 @@ def _hull(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return idx[ConvexHull(v[idx, :2]).vertices]
 
 
-@lru_cache(maxsize=8)
-def face_texture(device: str) -> torch.Tensor:
-    """[1, C, TEX, TEX] float32 texture on ``device`` (cached per device)."""
-    return torch.from_numpy(face_geometry().texture).unsqueeze(0).to(device)
+@lru_cache(maxsize=16)
+def face_texture(device: str, channels: int = len(CHANNELS)) -> torch.Tensor:
+    """[1, channels, TEX, TEX] float32 texture (the first ``channels`` of CHANNELS) on ``device``, cached."""
+    return torch.from_numpy(face_geometry().texture[:channels].copy()).unsqueeze(0).to(device)
 
 
-def sample_face(q: torch.Tensor) -> torch.Tensor:
-    """Texture channels at face-local points q [M, 3] (cm): returns [M, C] (border-clamped)."""
-    tex = face_texture(str(q.device))
-    grid = torch.stack((q[:, 0] / EXTENT, -q[:, 1] / EXTENT), dim=-1).view(1, -1, 1, 2)
+def sample_face(qx: torch.Tensor, qy: torch.Tensor, channels: int = len(CHANNELS)) -> torch.Tensor:
+    """Texture channels at face-local points (cm), qx, qy [M]: returns [channels, M] (border-clamped)."""
+    tex = face_texture(str(qx.device), channels)
+    grid = torch.empty(1, qx.shape[0], 1, 2, dtype=tex.dtype, device=qx.device)
+    torch.mul(qx, 1.0 / EXTENT, out=grid[0, :, 0, 0])
+    torch.mul(qy, -1.0 / EXTENT, out=grid[0, :, 0, 1])
     out = torch.nn.functional.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[0, :, :, 0].t()
+    return out.view(channels, -1)

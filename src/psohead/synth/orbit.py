@@ -26,17 +26,16 @@ def head_mesh(record: dict, grid: int = 160, device: str = "cpu", chunk: int = 2
     hi = np.array([0.42, 0.42, 0.45])
     axes = [torch.linspace(float(a), float(b), grid) for a, b in zip(lo, hi)]
     pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).to(device)
-    pp = stack([record], device=device)
+    pp = H.PointParams(stack([record], device=device))
     with torch.no_grad():
-        d = torch.cat([H.sdf(c, pp.expand(c.shape[0], -1)) for c in pts.split(chunk)]).cpu().numpy()
+        d = torch.cat([H.sdf(c, pp) for c in pts.split(chunk)]).cpu().numpy()
     verts, faces = mcubes.marching_cubes(d.reshape(grid, grid, grid), 0.0)
     verts = lo + verts * (hi - lo) / (grid - 1)
     with torch.no_grad():
         v = torch.as_tensor(verts, dtype=torch.float32, device=device)
         cols = []
         for c in v.split(chunk):
-            ppc = pp.expand(c.shape[0], -1)
-            cols.append(H.albedo(H.components(c, ppc), ppc)[0].clamp(0, 1).pow(1 / 2.2).cpu())
+            cols.append(H.albedo(H.components(c, pp), pp)[0].clamp(0, 1).pow(1 / 2.2).cpu())
         rgb = (torch.cat(cols) * 255 + 0.5).to(torch.uint8).numpy() if cols else np.zeros((0, 3), np.uint8)
     return verts.astype(np.float32), faces.astype(np.int32), rgb
 
