@@ -3,12 +3,14 @@
     python benchmarks/fidelity.py --network default --orbits DIR [--backs none prior fk]
         [--presets fast official] [--fk-bank DIR] [--heads 10] [--device cuda]
 
-``DIR`` holds one dataset folder per held-out head (SynthHeads-360 orbit: images, ``mask/``,
-``dataset.json`` with every view's label; or DIR itself is one such folder). Each head is
-reconstructed from its most frontal view only; every other view is rendered from the result at
-its ground-truth camera (with the reconstruction's camera offset, as the video does) and compared:
-PSNR, SSIM, mask IoU, and identity similarity (dlib face descriptor, cosine; only where dlib finds
-a face in both). Rows are averaged per |yaw| bucket for every (back strategy, preset). Writes
+``DIR`` holds one dataset folder per held-out head, as ``psohead synth orbit --ids ... --out DIR``
+writes them (``images/`` + ``masks/`` + ``images/dataset.json`` with every view's label, and
+``depth/<view>.npy`` ground-truth camera-space depth); or DIR itself is one such folder. Each
+head is reconstructed from its most frontal view only; every other view is rendered from the
+result at its ground-truth camera (with the reconstruction's camera offset, as the video does)
+and compared: PSNR, SSIM, mask IoU, depth error (mean |z| error in world units where both the
+ground truth and the render see the head) and identity similarity (dlib face descriptor, cosine;
+only where dlib finds a face in both). Rows are averaged per |yaw| bucket for every (back strategy, preset). Writes
 benchmarks/results/fidelity.{json,md}. Goal: prior beats none by >= 1.5 dB PSNR on back buckets
 without losing > 0.3 dB on the front.
 """
@@ -25,8 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from psohead.api import load_generator
-from psohead.camera import apply_offset, yaw_pitch_from_label
+from psohead.camera import FOCAL, apply_offset, yaw_pitch_from_label
 from psohead.inversion.reconstruct import reconstruct
+from psohead.metrics.geometry import depth_error
 from psohead.metrics.image import mask_iou, psnr, ssim
 from psohead.training.dataset import HeadDataset
 
@@ -35,9 +38,19 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def head_folders(root: Path) -> list[Path]:
-    if (root / "dataset.json").is_file():
+    def is_head(p: Path) -> bool:
+        return (p / "images" / "dataset.json").is_file()
+    if is_head(root):
         return [root]
-    return sorted(p for p in root.iterdir() if (p / "dataset.json").is_file())
+    return sorted(p for p in root.iterdir() if is_head(p))
+
+
+def camera_z(ray_depth: torch.Tensor, res: int, focal: float = FOCAL) -> np.ndarray:
+    """Distance along each pixel's ray [1,1,r,r] -> camera-space z at ``res``² (what the GT holds)."""
+    d = F.interpolate(ray_depth.float().cpu(), size=(res, res), mode="nearest")[0, 0]
+    u = (torch.arange(res) + 0.5) / res - 0.5
+    x, y = torch.meshgrid(u / focal, u / focal, indexing="ij")
+    return (d / torch.sqrt(1 + x ** 2 + y ** 2)).numpy()
 
 
 def identity_similarity(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -69,7 +82,7 @@ def evaluate_head(G, folder: Path, back: str, preset: str, fk_bank, device) -> l
     front_i = int(yaws.abs().argmin())
     img, mask, _ = ds[front_i]
     front = img.permute(1, 2, 0).numpy()
-    rec = reconstruct(front, None, label=labels[front_i], mask=mask.numpy(), network=G, preset=preset, back=back,
+    rec = reconstruct(front, None, label=labels[front_i], mask=mask[0].numpy(), network=G, preset=preset, back=back,
                       fk_bank=fk_bank, device=device, progress=False)
     rows = []
     for i in range(len(ds)):
@@ -85,9 +98,17 @@ def evaluate_head(G, folder: Path, back: str, preset: str, fk_bank, device) -> l
         pred_mask = F.interpolate(out["image_mask"].float().cpu(), size=(res, res), mode="bilinear",
                                   align_corners=False)[0, 0].numpy()
         gt_u8 = gt_img.permute(1, 2, 0).numpy()
+        depth_file = folder / "depth" / Path(ds.names[i]).with_suffix(".npy")
+        depth_err = None
+        if depth_file.is_file():
+            gt_z = np.load(depth_file)
+            both = (gt_z > 0) & (pred_mask > 0.5)
+            if both.any():
+                depth_err = float(depth_error(camera_z(out["image_depth"], res), gt_z, both))
         rows.append({"head": folder.name, "yaw": float(yaws[i]), "psnr": float(psnr(pred_u8, gt_u8)),
+                     "depth_err": depth_err,
                      "ssim": float(ssim(pred_u8, gt_u8)),
-                     "mask_iou": float(mask_iou(pred_mask, gt_mask.numpy().astype(np.float32) / 255)),
+                     "mask_iou": float(mask_iou(pred_mask, gt_mask[0].numpy().astype(np.float32) / 255)),
                      "identity": identity_similarity(np.ascontiguousarray(pred_u8), np.ascontiguousarray(gt_u8))})
     return rows
 
@@ -99,9 +120,11 @@ def bucket_table(rows: list[dict]) -> dict:
         if not sel:
             continue
         ids = [r["identity"] for r in sel if r["identity"] is not None]
+        depths = [r["depth_err"] for r in sel if r.get("depth_err") is not None]
         table[f"{lo}-{min(hi, 180)}"] = {"n": len(sel), "psnr": float(np.mean([r["psnr"] for r in sel])),
                                          "ssim": float(np.mean([r["ssim"] for r in sel])),
                                          "mask_iou": float(np.mean([r["mask_iou"] for r in sel])),
+                                         "depth_err": float(np.mean(depths)) if depths else None,
                                          "identity": float(np.mean(ids)) if ids else None}
     return table
 
@@ -136,12 +159,14 @@ def main(argv=None) -> int:
     (RESULTS / f"{args.name}.json").write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
     lines = ["# Reconstruction fidelity by |yaw| bucket", "", f"{meta['date']}; network {args.network}; "
              f"{len(heads)} heads; `{meta['command']}`", "",
-             "| back / preset | yaw | n | PSNR | SSIM | mask IoU | identity |", "|---|---|---|---|---|---|---|"]
+             "| back / preset | yaw | n | PSNR | SSIM | mask IoU | depth err | identity |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, res in results.items():
         for bucket, m in res["buckets"].items():
             ident = "-" if m["identity"] is None else f"{m['identity']:.3f}"
+            depth = "-" if m["depth_err"] is None else f"{m['depth_err']:.3f}"
             lines.append(f"| {key} | {bucket} | {m['n']} | {m['psnr']:.2f} | {m['ssim']:.3f} | "
-                         f"{m['mask_iou']:.3f} | {ident} |")
+                         f"{m['mask_iou']:.3f} | {depth} | {ident} |")
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     return 0
 

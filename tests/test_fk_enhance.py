@@ -62,7 +62,7 @@ SYNTH_YAWS = (0.0, math.pi - 0.35, math.pi + 0.35, 0.3, math.pi)
 def synth_views():
     """SynthHeads 0-3 at the yaws above, 128 px: (rgb [4,5,R,R,3], mask [4,5,R,R])."""
     from psohead.synth.preview import render_views
-    rgb, mask, _ = render_views([0, 1, 2, 3], list(SYNTH_YAWS), res=128)
+    rgb, mask = render_views([0, 1, 2, 3], list(SYNTH_YAWS), res=128)[:2]
     return rgb, mask
 
 

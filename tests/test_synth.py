@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from psohead.camera import label_from_yaw_pitch, split_label
+from psohead.camera import HEAD_LOOKAT, label_from_yaw_pitch, split_label
 from psohead.errors import InputError
 from psohead.synth.dataset import entry_name, generate_dataset
 from psohead.synth.params import HEAD_KEYS, SCENE_KEYS, fixed_scene, sample_head, sample_scene, stack
@@ -81,7 +82,7 @@ def test_dataset_round_trip_and_resume(tmp_path):
     labels = json.loads((out / "images" / "dataset.json").read_text())["labels"]
     for row, (name, lab) in zip(rows, labels):
         assert row["image"] == name
-        expect = label_from_yaw_pitch(row["yaw"], row["pitch"])[0]
+        expect = label_from_yaw_pitch(row["yaw"], row["pitch"], lookat=HEAD_LOOKAT)[0]
         assert np.allclose([float(v) for v in lab], expect.numpy(), atol=2e-6)
     first = (out / "images" / entry_name(1)).read_bytes()
     (out / "images" / entry_name(1)).unlink()
@@ -121,13 +122,24 @@ def test_parameters_cover_every_key():
 
 def test_orbit_writes_views_labels_and_closed_coloured_mesh(tmp_path):
     trimesh = pytest.importorskip("trimesh")
+    from psohead.camera import yaw_pitch_from_label
     from psohead.synth.orbit import write_orbits
+    from psohead.training.dataset import HeadDataset
 
     write_orbits(tmp_path, [3], views=4, pitches=(0.0,), res=16, mesh_grid=48)
     d = tmp_path / "3"
-    labels = json.loads((d / "dataset.json").read_text())["labels"]
-    assert [name for name, _ in labels] == [f"view_p0_{v:03d}.png" for v in range(4)]
-    assert all((d / name).is_file() and (d / name.replace("view", "mask")).is_file() for name, _ in labels)
+    ds = HeadDataset(d)  # the training layout: images/, masks/, images/dataset.json
+    assert len(ds) == 4
+    yaws = sorted(round(math.degrees(float(y))) % 360 for y in yaw_pitch_from_label(ds.raw_labels)[0])
+    assert yaws == [0, 90, 180, 270]
+    for name in (f"view_p0_{v:03d}" for v in range(4)):
+        depth = np.load(d / "depth" / f"{name}.npy")
+        mask = np.asarray(Image.open(d / "masks" / f"{name}.png"))
+        assert depth.shape == mask.shape == (16, 16)
+        hit = depth > 0
+        assert hit.any() and (mask[hit] > 0).all()  # every depth hit lies inside the matte
+        assert (abs(depth[hit] - 2.7) < 0.7).all()  # the head sits around the origin, 2.7 from the camera
+    assert not list(tmp_path.glob(".*"))  # no temporary folder left beside the head folder
     mesh = trimesh.load(d / "mesh.ply")
     lo, hi = mesh.bounds
     assert hi[1] > 0.15 and lo[1] < -0.4  # crown above the eyes, shoulders below

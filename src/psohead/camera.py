@@ -18,7 +18,10 @@ from .errors import LabelError
 
 FOCAL = 4.2647  # official normalised focal length (about 13.37 deg full FOV)
 RADIUS = 2.7
-LOOKAT = (0.0, 0.0, 0.2)
+LOOKAT = (0.0, 0.0, 0.2)  # pivot of the official sampling scripts (FFHQ-style; the camera fixtures)
+# 360-degree convention: PanoHead's dataset labels and its 'Head' videos look at the origin, where
+# the head sits, so the head stays centred from every side. Orbits, grids and synthetic data use it.
+HEAD_LOOKAT = (0.0, 0.0, 0.0)
 LABEL_DIM = 25
 TRANSLATION_ENTRIES = (3, 7, 11)
 FLIP_ENTRIES = (1, 2, 3, 4, 8)  # negated when an image is mirrored (spec 3.3)

@@ -159,7 +159,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..api import load_generator
-    from ..camera import apply_offset, label_from_yaw_pitch
+    from ..camera import HEAD_LOOKAT, apply_offset, label_from_yaw_pitch
     from ..export.views import to_uint8
 
     seeds = parse_seeds(args.seeds)
@@ -172,7 +172,9 @@ def run_generate(args: argparse.Namespace) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
 
     frontal = label_from_yaw_pitch(0.0, 0.0).to(device)
-    labels = torch.cat([label_from_yaw_pitch(math.radians(y), math.radians(p)) for y, p in views]).to(device)
+    # cameras aim at the head centre (the origin) so the head stays centred from every side
+    labels = torch.cat([label_from_yaw_pitch(math.radians(y), math.radians(p), lookat=HEAD_LOOKAT)
+                        for y, p in views]).to(device)
     trunc = dict(truncation_psi=args.truncation, truncation_cutoff=args.truncation_cutoff)
     rows = []
     for seed in tqdm(seeds, desc="generate", unit="seed", disable=args.quiet):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..camera import LOOKAT, RADIUS
+from ..camera import HEAD_LOOKAT, RADIUS
 from ..errors import InputError
 from .atomic import atomic_path
 from .views import iter_renders, to_uint8, yaw_labels
@@ -67,7 +67,7 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
 
 
 def write_turntable(G, ws: torch.Tensor, path: str | os.PathLike, frames: int = 120, fps: float = 30,
-                    pitch: float = 0.0, radius: float = RADIUS, lookat: Sequence[float] = LOOKAT, delta=None,
+                    pitch: float = 0.0, radius: float = RADIUS, lookat: Sequence[float] = HEAD_LOOKAT, delta=None,
                     start_yaw: float = 0.0, batch_size: int = 4, key: str = "image",
                     neural_rendering_resolution: int | None = None, deterministic: bool = True,
                     crf: int = 18, progress: bool = True) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..camera import LOOKAT, RADIUS, apply_offset, label_from_yaw_pitch
+from ..camera import HEAD_LOOKAT, RADIUS, apply_offset, label_from_yaw_pitch
 from ..errors import InputError
 from .atomic import atomic_path
 
@@ -22,7 +22,7 @@ IMAGE_KEYS = ("image", "image_raw", "image_depth", "image_mask")
 DEFAULT_YAWS_DEG = (0, 45, 90, 135, 180, 225, 270, 315)
 
 
-def yaw_labels(yaws, pitch: float = 0.0, radius: float = RADIUS, lookat: Sequence[float] = LOOKAT,
+def yaw_labels(yaws, pitch: float = 0.0, radius: float = RADIUS, lookat: Sequence[float] = HEAD_LOOKAT,
                delta=None) -> torch.Tensor:
     """Labels [V,25] for yaws in radians; ``delta`` [1,3] (camera offset) is added if given."""
     labels = label_from_yaw_pitch(torch.as_tensor(yaws, dtype=torch.float32), pitch, radius=radius, lookat=lookat)
@@ -87,7 +87,7 @@ def render_labels(G, ws: torch.Tensor, labels: torch.Tensor, key: str = "image",
 
 
 def render_views(G, ws: torch.Tensor, yaws=None, pitch: float = 0.0, radius: float = RADIUS,
-                 lookat: Sequence[float] = LOOKAT, delta=None, key: str = "image", **kwargs) -> np.ndarray:
+                 lookat: Sequence[float] = HEAD_LOOKAT, delta=None, key: str = "image", **kwargs) -> np.ndarray:
     """Render ``ws`` at yaws (radians; default the 8 multiples of 45 deg) -> uint8 [V,H,W,3]."""
     if yaws is None:
         yaws = [math.radians(a) for a in DEFAULT_YAWS_DEG]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..camera import label_from_yaw_pitch, parse_label, validate_label
+from ..camera import HEAD_LOOKAT, label_from_yaw_pitch, parse_label, validate_label
 from ..errors import InputError, LabelError
 from .imageio import open_rgb
 
@@ -130,4 +130,5 @@ def prepare_extra_view(spec: str) -> PreparedInput:
     path, yaw = parse_extra_view(spec)
     if yaw is None:
         return prepare_input(path, what=f"extra view {path.name}")
-    return prepare_input(path, label=label_from_yaw_pitch(yaw)[0], what=f"extra view {path.name}")
+    # real labels look at the head centre (the origin), like the crops the preprocessing aligns
+    return prepare_input(path, label=label_from_yaw_pitch(yaw, lookat=HEAD_LOOKAT)[0], what=f"extra view {path.name}")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..camera import format_label, label_from_yaw_pitch
+from ..camera import HEAD_LOOKAT, format_label, label_from_yaw_pitch
 from ..errors import InputError
 from .params import SCENE_KEYS, sample_head, sample_scene, stack
 from .render import RenderConfig, render
@@ -151,7 +151,8 @@ def _records(seed: int, idx: list[int], yaw_dist: str):
     heads = [sample_head(head_seed(seed, i)) for i in idx]
     scenes = [sample_scene(seed, i) for i in idx]
     cams = [sample_camera(seed, i, yaw_dist) for i in idx]
-    labels = label_from_yaw_pitch(torch.tensor([c[0] for c in cams]), torch.tensor([c[1] for c in cams]))
+    labels = label_from_yaw_pitch(torch.tensor([c[0] for c in cams]), torch.tensor([c[1] for c in cams]),
+                                 lookat=HEAD_LOOKAT)
     return heads, scenes, labels
 
 

@@ -1,17 +1,17 @@
 """Ground-truth orbits: evenly spaced views of fixed heads plus their coloured meshes (PLY)."""
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..camera import format_label, label_from_yaw_pitch
+from ..camera import HEAD_LOOKAT, label_from_yaw_pitch
 from ..errors import InputError
+from ..training.dataset_writer import DatasetWriter
 from . import head as H
 from .preview import render_views
 
@@ -40,9 +40,8 @@ def head_mesh(record: dict, grid: int = 160, device: str = "cpu", chunk: int = 2
     return verts.astype(np.float32), faces.astype(np.int32), rgb
 
 
-def write_ply(path, verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray) -> None:
-    """Binary little-endian PLY with per-vertex colour, written atomically."""
-    path = Path(path)
+def ply_bytes(verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray) -> bytes:
+    """Binary little-endian PLY with per-vertex colour."""
     header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(verts)}\n"
               "property float x\nproperty float y\nproperty float z\n"
               "property uchar red\nproperty uchar green\nproperty uchar blue\n"
@@ -53,37 +52,42 @@ def write_ply(path, verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray) -> No
     fdt = np.dtype([("n", "u1"), ("i", "<i4", 3)])
     fbuf = np.empty(len(faces), fdt)
     fbuf["n"], fbuf["i"] = 3, faces
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(header.encode())
-        f.write(vbuf.tobytes())
-        f.write(fbuf.tobytes())
-    os.replace(tmp, path)
+    return header.encode() + vbuf.tobytes() + fbuf.tobytes()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
 
 
 def write_orbits(out, ids: list[int], views: int = 24, pitches=(0.0, 0.3, -0.2), res: int = 256,
                  device: str = "cpu", mesh_grid: int = 160) -> dict:
-    """``out/<id>/view_p<k>_<v>.png`` + ``mask_...png`` + ``dataset.json`` + ``mesh.ply`` + ``head.json``."""
+    """One dataset folder per head (the training layout, so it reads back with ``HeadDataset``)::
+
+        out/<id>/images/view_p<k>_<v>.png  masks/view_p<k>_<v>.png  images/dataset.json
+        out/<id>/depth/view_p<k>_<v>.npy   (float32 camera-space z, 0 on background)
+        out/<id>/mesh.ply  head.json
+
+    Each head folder appears complete or not at all (written aside, then renamed); an existing
+    one is replaced.
+    """
     if views < 1 or not ids:
         raise InputError("orbit needs at least one --ids value and --views >= 1")
     out = Path(out)
     yaws = [2 * math.pi * k / views for k in range(views)]
     summary = {}
     for hid in ids:
-        d = out / str(hid)
-        d.mkdir(parents=True, exist_ok=True)
-        labels = []
-        for pk, pitch in enumerate(pitches):
-            rgb, mask, heads = render_views([hid], yaws, pitch=pitch, res=res, device=device)
-            for v, yaw in enumerate(yaws):
-                for kind, arr in (("mask", mask[0, v]), ("view", rgb[0, v])):
-                    name = f"{kind}_p{pk}_{v:03d}.png"
-                    Image.fromarray(arr).save(d / f".{name}.tmp", format="PNG")
-                    os.replace(d / f".{name}.tmp", d / name)
-                labels.append([f"view_p{pk}_{v:03d}.png", format_label(label_from_yaw_pitch(yaw, pitch)[0])])
-        (d / "dataset.json").write_text(json.dumps({"labels": labels}))
-        (d / "head.json").write_text(json.dumps(heads[0], indent=1))
-        verts, faces, cols = head_mesh(heads[0], grid=mesh_grid, device=device)
-        write_ply(d / "mesh.ply", verts, faces, cols)
-        summary[str(hid)] = {"views": len(labels), "mesh_vertices": int(len(verts))}
+        with DatasetWriter(out / str(hid), overwrite=True) as w:
+            for pk, pitch in enumerate(pitches):
+                v_out = render_views([hid], yaws, pitch=pitch, res=res, device=device)
+                for v, yaw in enumerate(yaws):
+                    name = f"view_p{pk}_{v:03d}"
+                    w.add(name, v_out.rgb[0, v], v_out.mask[0, v], label_from_yaw_pitch(yaw, pitch, lookat=HEAD_LOOKAT)[0])
+                    w.add_file(f"depth/{name}.npy", _npy_bytes(v_out.depth[0, v]))
+            head = v_out.heads[0]
+            verts, faces, cols = head_mesh(head, grid=mesh_grid, device=device)
+            w.add_file("mesh.ply", ply_bytes(verts, faces, cols))
+            w.add_file("head.json", json.dumps(head, indent=1).encode())
+        summary[str(hid)] = {"views": views * len(pitches), "mesh_vertices": int(len(verts))}
     return summary

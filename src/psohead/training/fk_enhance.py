@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..camera import apply_offset, label_from_yaw_pitch
+from ..camera import HEAD_LOOKAT, apply_offset, label_from_yaw_pitch
 from ..errors import InputError
 from .dataset import IMAGE_EXTS, resize_square
 from .dataset_writer import DatasetWriter
@@ -106,8 +106,8 @@ def render_candidates(G, D, z: torch.Tensor, yaw: torch.Tensor, pitch: torch.Ten
     frontal = label_from_yaw_pitch(0.0).to(device).expand(n, -1)
     ws = G.mapping(z, frontal, truncation_psi=truncation)
     _, delta = G.apply_delta_c(z, frontal, truncation_psi=truncation)
-    back_c = label_from_yaw_pitch(yaw, pitch).to(device)
-    cams = torch.cat([back_c, label_from_yaw_pitch(math.pi - yaw, pitch).to(device)]) if with_front else back_c
+    back_c = label_from_yaw_pitch(yaw, pitch, lookat=HEAD_LOOKAT).to(device)
+    cams = torch.cat([back_c, label_from_yaw_pitch(math.pi - yaw, pitch, lookat=HEAD_LOOKAT).to(device)]) if with_front else back_c
     k = len(cams) // n
     out = G.synthesis(ws.repeat(k, 1, 1), apply_offset(cams, delta.repeat(k, 1)), noise_mode="const",
                       deterministic=True)
@@ -235,7 +235,8 @@ def import_real_backs(files: list[Path], res: int, cfg: FKEnhanceConfig, detecto
     from ..inversion.imageio import open_rgb
     from ..inversion.inputs import border_matte, mask_beside
 
-    label = label_from_yaw_pitch(math.radians(cfg.real_yaw_deg), math.radians(cfg.real_pitch_deg))[0]
+    label = label_from_yaw_pitch(math.radians(cfg.real_yaw_deg), math.radians(cfg.real_pitch_deg),
+                                 lookat=HEAD_LOOKAT)[0]
     records, pixels = [], {}
     if progress:
         from tqdm import tqdm

@@ -32,7 +32,8 @@ FACE_REASONS = ("face_detected", "front_copy")
 FACE_CHECKS = ("both", "detector", "mirror", "none")
 DETECT_SIZE = 256     # the detector sees every view at this size (calibrated there)
 MIRROR_SIZE = 64      # the mirror test compares views at this size ...
-MIRROR_BAND = (0.7, 2.0)  # ... band-passed by a difference of Gaussians with these sigmas (px)
+MIRROR_BAND = (0.7, 2.0)  # ... band-passed by a difference of Gaussians with these sigmas (px) ...
+MIRROR_SHIFT = 8      # ... and aligned by the best shift within this many px (1/8 of the size)
 MEDIAPIPE_MIN_SCORE = 0.75
 
 
@@ -153,4 +154,13 @@ def mirror_similarity(back_rgb: np.ndarray, back_mask: np.ndarray, front_rgb: np
     """Band-pass correlation of the back view with the front view, mirrored or not (the larger)."""
     b, b_fg = _band(back_rgb, back_mask)
     f, f_fg = _band(front_rgb, front_mask)
-    return round(max(_correlation(b, b_fg, f[:, ::-1], f_fg[:, ::-1]), _correlation(b, b_fg, f, f_fg)), 4)
+    return round(max(_shifted_correlation(b, b_fg, f[:, ::-1], f_fg[:, ::-1]), _shifted_correlation(b, b_fg, f, f_fg)), 4)
+
+
+def _shifted_correlation(a, a_fg, b, b_fg) -> float:
+    """Best correlation over small shifts of ``b``: a copied face need not sit where the front's
+    does (parallax of a face in front of the orbit centre, a copy a few degrees off)."""
+    step = max(1, MIRROR_SHIFT // 4)
+    shifts = range(-MIRROR_SHIFT, MIRROR_SHIFT + 1, step)
+    return max(_correlation(a, a_fg, np.roll(b, (dy, dx), (0, 1)), np.roll(b_fg, (dy, dx), (0, 1)))
+               for dy in shifts for dx in shifts)

@@ -80,7 +80,7 @@ def render_grid(G, z: torch.Tensor, yaws_deg=GRID_YAWS_DEG, psi: float = 0.7) ->
     for i in range(len(z)):
         rgb_row, depth_row = [], []
         for yaw in yaws_deg:
-            c = camera.label_from_yaw_pitch(math.radians(yaw), 0.0).to(device)
+            c = camera.label_from_yaw_pitch(math.radians(yaw), 0.0, lookat=camera.HEAD_LOOKAT).to(device)
             c_render, _ = G.apply_delta_c(z[i:i + 1], c)
             out = G.synthesis(ws[i:i + 1], c_render, noise_mode="const")
             rgb_row.append(out["image"][0].float().clamp(-1, 1).add(1).mul(127.5))
