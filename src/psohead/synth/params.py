@@ -27,8 +27,10 @@ SCENE_KEYS = (
 COL = {k: i for i, k in enumerate(HEAD_KEYS)}
 SCOL = {k: i for i, k in enumerate(SCENE_KEYS)}
 
-_SKIN_LIGHT = np.array([0.92, 0.74, 0.63])
-_SKIN_DARK = np.array([0.28, 0.16, 0.10])
+# Skin tones are blended in sRGB (perceptually even steps from very light to very dark), then
+# stored as linear albedo like every other colour here.
+_SKIN_LIGHT_SRGB = np.array([0.96, 0.86, 0.78])
+_SKIN_DARK_SRGB = np.array([0.36, 0.23, 0.16])
 _HAIR = {  # linear-ish albedo of common hair colours
     "black": (0.035, 0.03, 0.028), "dark_brown": (0.09, 0.055, 0.035), "brown": (0.2, 0.12, 0.065),
     "auburn": (0.32, 0.12, 0.05), "blonde": (0.62, 0.47, 0.27), "light_blonde": (0.8, 0.68, 0.48),
@@ -53,7 +55,7 @@ def sample_head(seed: int) -> dict:
         "gaze_x": rng.normal(0, 0.08), "gaze_y": rng.normal(0, 0.05), "eye_size": u(0.9, 1.1),
     }
     t = rng.beta(1.3, 1.3)
-    skin = (1 - t) * _SKIN_LIGHT + t * _SKIN_DARK
+    skin = ((1 - t) * _SKIN_LIGHT_SRGB + t * _SKIN_DARK_SRGB) ** 2.2
     skin = skin * np.array([1, u(0.96, 1.04), u(0.9, 1.08)])
     lip = skin * np.array([u(0.85, 1.0), u(0.5, 0.65), u(0.55, 0.7)])
     if female_ish and u() < 0.4:
