@@ -173,3 +173,58 @@ def test_cli_resume_applies_explicit_option_changes(tmp_path):
     assert snap["progress"]["cur_nimg"] == 4 + 8  # one step of the preset's batch 4, then one of 8
     assert snap["options"]["batch"] == 8 and snap["options"]["batch_gpu"] == 8
     assert snap["options"]["glr"] == pytest.approx(0.001)  # saved, not reset to the preset's value
+
+
+def _first_adam_step_gain(params, lr: float, eps: float) -> float:
+    """First-order loss decrease of Adam's first step with beta1 = 0: each parameter moves by
+    lr * g / (|g| + eps) against its gradient g, so the loss falls by lr * sum(g^2 / (|g| + eps))."""
+    return lr * sum(float((p.grad.square() / (p.grad.abs() + eps)).sum()) for p in params if p.grad is not None)
+
+
+def test_one_optimiser_step_lowers_the_d_and_g_losses_on_a_fixed_batch():
+    """Tiny preset G and D, the loop's Adam: one D step on a fixed batch lowers the Dmain loss
+    (fakes + reals), one G step lowers the Gmain loss and raises D's score of the fakes, each by
+    at least a good part of the first-order prediction from the gradients (not just by rounding)."""
+    from psohead.training.loop import _lazy_adam, build_discriminator, build_generator
+    from psohead.training.presets import preset
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # several times faster than 2 on the shared 2-core machine
+    try:
+        torch.manual_seed(0)
+        G_cfg, D_cfg, opts = preset("tiny")
+        G, D = build_generator(G_cfg).train(), build_discriminator(D_cfg).train()
+        loss = PanoHeadLoss(G, D, opts.loss)
+        n, res = 4, G.img_resolution
+        yy, xx = torch.meshgrid(torch.arange(res), torch.arange(res), indexing="ij")
+        disc = (((yy - res / 2) ** 2 + (xx - res / 2) ** 2) < (res * 0.3) ** 2).float()
+        img = disc * (torch.rand(n, 3, 1, 1) * 2 - 1) - (1 - disc)  # coloured heads on black
+        mask = disc.expand(n, 1, res, res)
+        c = camera.label_from_yaw_pitch(torch.rand(n) * 2 * math.pi - math.pi, 0.1)
+        z = torch.randn(n, G.z_dim)
+
+        def phase(name):
+            torch.manual_seed(1)  # the same pose swaps, noise and ray jitter at every evaluation
+            for p in [*G.parameters(), *D.parameters()]:
+                p.grad = None
+            return {k: float(v) for k, v in loss.accumulate_gradients(name, img, mask, c, z, c, 1.0, 0).items()}
+
+        opt_D = _lazy_adam(D.parameters(), opts.dlr, opts.betas, opts.eps, opts.r1_interval)
+        G.requires_grad_(False), D.requires_grad_(True)
+        before = phase("Dmain")
+        expect = _first_adam_step_gain(D.parameters(), opt_D.param_groups[0]["lr"], opts.eps)
+        opt_D.step()
+        after = phase("Dmain")
+        drop = before["loss/D_fake"] + before["loss/D_real"] - after["loss/D_fake"] - after["loss/D_real"]
+        assert expect > 1e-3 and drop > 0.5 * expect, (before, after, expect)
+
+        opt_G = _lazy_adam(G.parameters(), opts.glr, opts.betas, opts.eps, 0)
+        G.requires_grad_(True), D.requires_grad_(False)
+        before = phase("Gmain")
+        expect = _first_adam_step_gain(G.parameters(), opts.glr, opts.eps)
+        opt_G.step()
+        after = phase("Gmain")
+        drop = before["loss/G"] + before["loss/trans"] - after["loss/G"] - after["loss/trans"]
+        assert expect > 1e-3 and drop > 0.25 * expect, (before, after, expect)
+        assert after["scores/fake"] > before["scores/fake"] and after["loss/G"] < before["loss/G"]
+    finally:
+        torch.set_num_threads(threads)

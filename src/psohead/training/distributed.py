@@ -3,8 +3,9 @@
 Instead of wrapping the networks in ``DistributedDataParallel`` the loop all-reduces the
 gradients itself after each phase (the official StyleGAN/EG3D scheme): the R1 penalty needs a
 double backward through D, and the G and D phases run different sub-graphs, both of which DDP's
-bucketed hooks handle poorly. Every rank starts from rank 0's weights, averages gradients and
-therefore keeps bit-identical weights. NCCL on CUDA, gloo on CPU.
+bucketed hooks handle poorly. Every rank starts from rank 0's weights, averages gradients (and
+the ``w_avg`` trackers, which no gradient updates) and therefore keeps bit-identical weights.
+NCCL on CUDA, gloo on CPU.
 """
 from __future__ import annotations
 
@@ -84,6 +85,20 @@ def reduce_gradients(params, info: DistInfo) -> None:
         n = p.numel()
         p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
         offset += n
+
+
+def average_running_means(module: torch.nn.Module, info: DistInfo) -> None:
+    """Average the mapping networks' ``w_avg`` trackers over ranks.
+
+    Each rank updates them from its own latents (not through gradients), so without this the
+    ranks' buffers drift apart; the average is the running mean over the whole batch.
+    """
+    if not info.active:
+        return
+    for name, buf in module.named_buffers():
+        if name.endswith("w_avg"):
+            dist.all_reduce(buf)
+            buf /= info.world
 
 
 def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:

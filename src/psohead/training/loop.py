@@ -29,7 +29,7 @@ from . import distributed as ddp
 from .dataset import HeadDataset, InfiniteSampler
 from .losses import PanoHeadLoss
 from .options import RUN_CONTROL, TrainOptions
-from .snapshot import LATEST, capture_rng, load_snapshot, restore_rng, save_snapshot
+from .snapshot import LATEST, capture_rng, load_snapshot, remove_stale_temps, restore_rng, save_snapshot, temp_path
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def render_grid(G, z: torch.Tensor, yaws_deg=GRID_YAWS_DEG, psi: float = 0.7) ->
 
 def save_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     Image.fromarray(array).save(tmp, format="PNG")
     tmp.replace(path)
 
@@ -264,6 +264,7 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
     log_path = out / "log.jsonl"
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)  # left by a run killed while writing a snapshot or grid
         (out / "config.json").write_text(json.dumps(
             {"G_config": G_cfg.to_dict(), "D_config": D_cfg.to_dict(), "options": opts.to_dict()}, indent=1))
     target_nimg = int(opts.kimg * 1000)
@@ -328,6 +329,7 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
                 ddp.reduce_gradients(module.parameters(), info)
                 opt.step()
 
+            ddp.average_running_means(G, info)
             update_ema(G_ema, G, ema_beta(opts, progress.cur_nimg, rampup=True))
             G.neural_rendering_resolution = loss.rendering_resolution(progress.cur_nimg)
             progress.cur_nimg += opts.batch

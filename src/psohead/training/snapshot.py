@@ -6,8 +6,9 @@ with ``weights_only=True`` so that loading one never executes code:
     format, G_config, D_config, options, G, G_ema, D (state dicts), opt_G, opt_D (optimiser
     state dicts), rng (python, numpy, torch, cuda states), progress (cur_nimg, cur_tick, ...).
 
-Writing goes to ``<name>.tmp-<pid>`` in the same folder, is flushed to disk and then renamed,
-so a crash (even SIGKILL) leaves either the old snapshot or the new one, never a torn file.
+Writing goes to ``.<name>.tmp-<pid>`` in the same folder, is flushed to disk and then renamed,
+so a crash (even SIGKILL) leaves either the old snapshot or the new one, never a torn file (a
+resumed run deletes the temp file such a crash leaves behind).
 """
 from __future__ import annotations
 
@@ -26,10 +27,25 @@ FORMAT = "psohead-train-snapshot/1"
 LATEST = "snapshot-latest.pt"
 
 
+def temp_path(path) -> Path:
+    """Where ``path`` is written before the rename onto it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_temps(folder) -> None:
+    """Delete the temp files of writes that were killed half-way in ``folder``.
+
+    Only for a folder no other process is writing to (a run folder has one writer: rank 0).
+    """
+    for path in Path(folder).glob(".*.tmp-*"):
+        path.unlink(missing_ok=True)
+
+
 def atomic_torch_save(obj, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -65,7 +81,7 @@ def save_snapshot(path, state: dict, part_mb: float | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmps = []
     for k, chunk in enumerate(chunks):
-        tmp = path.with_name(f".{path.name}.part{k:03d}.tmp-{os.getpid()}")
+        tmp = temp_path(path.with_name(f"{path.name}.part{k:03d}"))
         with open(tmp, "wb") as f:
             f.write(chunk)
             f.flush()
