@@ -9,7 +9,7 @@ import torch
 
 from psohead.camera import label_from_yaw_pitch
 from psohead.errors import InputError, LabelError
-from psohead.export.atomic import atomic_path
+from psohead.atomic import atomic_path
 from psohead.export.latent import load_latent, save_latent
 from psohead.export.report import svg_chart, write_report
 from psohead.export.volume import read_mrc, write_mrc
@@ -116,3 +116,27 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         tmp.write_bytes(b"new")
         assert target.read_bytes() == b"old"                      # not visible until the block ends
     assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_written_files_get_the_umask_mode(tmp_path):
+    """Outputs are shared files: a temp-then-rename write must not leave mkstemp's 0600 mode."""
+    import os
+
+    import numpy as np
+
+    from psohead.checkpoint.safetensors_io import save_network
+    from psohead.cli.networks import _write_png
+    from psohead.preprocess.batch import _atomic_write
+
+    old = os.umask(0o022)
+    try:
+        net = save_network(torch.nn.Linear(2, 2), tmp_path / "net.safetensors", kind="generator", config={})
+        png = tmp_path / "grid.png"
+        _write_png(np.zeros((4, 4, 3), np.uint8), png)
+        js = tmp_path / "x.json"
+        _atomic_write(js, lambda tmp: open(tmp, "w").write("{}"))
+        for path in (net, png, js):
+            assert os.stat(path).st_mode & 0o777 == 0o644, path
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "net.safetensors", "x.json"]

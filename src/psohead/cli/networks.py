@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..errors import InputError
 
 
@@ -127,14 +126,8 @@ def _write_png(image, path: Path) -> None:
     """uint8 HWC array -> PNG, written to a temp file and renamed so readers never see half a file."""
     from PIL import Image
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _depth_rows(out: dict, size) -> "np.ndarray":

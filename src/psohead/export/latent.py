@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from ..camera import validate_label
 from ..errors import InputError
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 META_KEY = "psohead.meta"
 FORMAT_KEY = "psohead.format"

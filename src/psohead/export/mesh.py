@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputError, PsoheadError
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 RENDER_CROP = 0.1          # renderer's triplane_crop: |x|, |z| > box/2 - 0.1 are empty (spec 1.9)
 OFFICIAL_RAW_LEVEL = 10.0  # official shape_utils iso-level on raw sigma

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
         ".gif": "image/gif", ".mp4": "video/mp4"}

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..camera import HEAD_LOOKAT, RADIUS
 from ..errors import InputError
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .views import iter_renders, to_uint8, yaw_labels
 
 

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from ..camera import HEAD_LOOKAT, RADIUS, apply_offset, label_from_yaw_pitch
 from ..errors import InputError
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 IMAGE_KEYS = ("image", "image_raw", "image_depth", "image_mask")
 DEFAULT_YAWS_DEG = (0, 45, 90, 135, 180, 225, 270, 315)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 HEADER_BYTES = 1024
 MODE_FLOAT32 = 2

@@ -365,7 +365,7 @@ def _write_summary(result: BatchResult, run: str) -> None:
                "counts": result.counts(), "photos_per_minute": round(result.photos_per_minute, 3),
                "photos": {k: {kk: (round(vv, 3) if isinstance(vv, float) and math.isfinite(vv) else vv)
                               for kk, vv in v.items()} for k, v in result.photos.items()}}
-    from ..export.atomic import atomic_path
+    from ..atomic import atomic_path
 
     with atomic_path(result.out / SUMMARY_NAME) as tmp:
         tmp.write_text(json.dumps(summary, indent=1) + "\n")

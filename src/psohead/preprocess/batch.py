@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import camera
+from ..atomic import atomic_path
 from ..errors import InputError, PsoheadError
 from .crop import CANVAS
 from .io import expand_inputs
@@ -22,14 +23,8 @@ from .pipeline import FaceTooSmallWarning, align_all
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _writable_dir(path: Path) -> None:
