@@ -95,6 +95,36 @@ def test_compact_optimizer_state_loads_as_float32():
     assert torch.allclose(got, opt.state_dict()["state"][0]["exp_avg_sq"], rtol=1e-2)
 
 
+@pytest.mark.parametrize("beta1", [0.0, 0.5])
+def test_saved_optimizer_state_continues_exactly(beta1):
+    """Leaving Adam's first moment out (beta1 = 0 overwrites it every step) loses nothing."""
+    import io
+
+    from psohead.training.loop import _compact, _restore
+    torch.manual_seed(0)
+    grads = [torch.randn(2, 5) for _ in range(6)]
+
+    def run(steps, opt, p):
+        for g in steps:
+            p.grad = g.clone()
+            opt.step()
+
+    p = torch.nn.Parameter(torch.randn(2, 5))
+    opt = torch.optim.Adam([p], lr=0.1, betas=(beta1, 0.99))
+    run(grads[:3], opt, p)
+    buf = io.BytesIO()  # through bytes, as a snapshot goes (a state_dict shares tensors with opt)
+    torch.save(_compact(opt.state_dict(), False), buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    assert ("exp_avg" in saved["state"][0]) == (beta1 != 0)
+    p2 = torch.nn.Parameter(p.detach().clone())
+    opt2 = torch.optim.Adam([p2], lr=0.1, betas=(beta1, 0.99))
+    opt2.load_state_dict(_restore(saved))
+    run(grads[3:], opt, p)
+    run(grads[3:], opt2, p2)
+    assert torch.equal(p, p2)
+
+
 # ------------------------------------------------------------------------------------------------
 # With the real networks (tiny preset)
 

@@ -242,8 +242,8 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
         G.load_state_dict(snap["G"])
         G_ema.load_state_dict(snap["G_ema"])
         D.load_state_dict(snap["D"])
-        opt_G.load_state_dict(snap["opt_G"])
-        opt_D.load_state_dict(snap["opt_D"])
+        opt_G.load_state_dict(_restore(snap["opt_G"]))
+        opt_D.load_state_dict(_restore(snap["opt_D"]))
         G.neural_rendering_resolution = G_ema.neural_rendering_resolution = snap["neural_rendering_resolution"]
     for module in (G, G_ema, D):
         ddp.broadcast_module(module, info)
@@ -388,12 +388,29 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
 
 
 def _compact(opt_state: dict, compact: bool) -> dict:
-    """Adam moments in bfloat16 (exponent range of fp32, so nothing underflows); cast back on load."""
-    if not compact:
-        return opt_state
-    state = {k: {n: (v.to(torch.bfloat16) if torch.is_tensor(v) and v.is_floating_point() and v.ndim > 0 else v)
-                 for n, v in s.items()} for k, s in opt_state["state"].items()}
+    """The optimiser state as a snapshot stores it.
+
+    With beta1 = 0 (the official setting) Adam overwrites its first moment with the gradient at
+    every step, so it is dead state and is left out (exactly; a quarter of a snapshot).
+    ``compact`` also stores the second moments in bfloat16 (fp32's exponent range, so nothing
+    underflows), which gives up an exact replay; the optimiser casts them back on load.
+    """
+    dead_first = all(group["betas"][0] == 0 for group in opt_state["param_groups"])
+
+    def keep(name, value):
+        if compact and torch.is_tensor(value) and value.is_floating_point() and value.ndim > 0:
+            return value.to(torch.bfloat16)
+        return value
+    state = {k: {n: keep(n, v) for n, v in s.items() if not (dead_first and n == "exp_avg")}
+             for k, s in opt_state["state"].items()}
     return {"state": state, "param_groups": opt_state["param_groups"]}
+
+
+def _restore(opt_state: dict) -> dict:
+    """Undo :func:`_compact`: a first moment left out comes back as zeros (overwritten before use)."""
+    state = {k: ({**s, "exp_avg": torch.zeros_like(s["exp_avg_sq"])} if "exp_avg" not in s and "exp_avg_sq" in s else s)
+             for k, s in opt_state["state"].items()}
+    return {**opt_state, "state": state}
 
 
 def export_generator(snapshot_path, out_path, half: bool = True) -> Path:
