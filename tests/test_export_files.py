@@ -122,11 +122,9 @@ def test_written_files_get_the_umask_mode(tmp_path):
     """Outputs are shared files: a temp-then-rename write must not leave mkstemp's 0600 mode."""
     import os
 
-    import numpy as np
-
     from psohead.checkpoint.safetensors_io import save_network
     from psohead.cli.networks import _write_png
-    from psohead.preprocess.batch import _atomic_write
+    from psohead.preprocess.batch import _write_json
 
     old = os.umask(0o022)
     try:
@@ -134,7 +132,7 @@ def test_written_files_get_the_umask_mode(tmp_path):
         png = tmp_path / "grid.png"
         _write_png(np.zeros((4, 4, 3), np.uint8), png)
         js = tmp_path / "x.json"
-        _atomic_write(js, lambda tmp: open(tmp, "w").write("{}"))
+        _write_json(js, {})
         for path in (net, png, js):
             assert os.stat(path).st_mode & 0o777 == 0o644, path
     finally:

@@ -106,7 +106,6 @@ def write_network(path: str | os.PathLike, kind: str, class_name: str, config: d
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder; give a file name ending in .safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path

@@ -22,11 +22,6 @@ from .io import expand_inputs
 from .pipeline import FaceTooSmallWarning, align_all
 
 
-def _atomic_write(path: Path, write) -> None:
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def _writable_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -38,11 +33,9 @@ def _writable_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-    _atomic_write(path, write)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
 
 
 def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with_mask: bool = True,
@@ -73,9 +66,11 @@ def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with
                 stem += "_"
             used.add(stem)
             name = f"{stem}.jpg"
-            _atomic_write(outdir / name, lambda tmp, im=face.image: im.save(tmp, format="JPEG", quality=95))
+            with atomic_path(outdir / name) as tmp:
+                face.image.save(tmp, format="JPEG", quality=95)
             if face.mask is not None:
-                _atomic_write(outdir / "masks" / f"{stem}.png", lambda tmp, m=face.mask: m.save(tmp, format="PNG"))
+                with atomic_path(outdir / "masks" / f"{stem}.png") as tmp:
+                    face.mask.save(tmp, format="PNG")
             labels.append([name, camera.format_label(face.label)])
             back.append([name, camera.format_label(camera.back_label(face.label))])
             report[name] = {"source": str(path), "face_index": k, **face.report}
