@@ -96,13 +96,15 @@ def bench(G, device, precision: str, steps: int, warmup: int, perceptual: str, d
     return {"precision": precision, "stage1_s_per_step": s1, "stage2_s_per_step": s2, "peak_mem_gib": peak}
 
 
-def default_network(path: Path) -> Path:
-    """A random network of the ``default`` training preset (the bundled model's architecture), fp16."""
+def random_network(path: Path, config: str) -> Path:
+    """A random network, fp16: the official config or the ``default`` training preset's (the bundled
+    model's architecture)."""
     from psohead.checkpoint.safetensors_io import save_network
     from psohead.training.presets import preset as training_preset
 
     torch.manual_seed(0)
-    save_network(TriGridGenerator.from_config(training_preset("default")[0]), path, dtype=torch.float16)
+    cfg = GeneratorConfig.official() if config == "official" else training_preset("default")[0]
+    save_network(TriGridGenerator.from_config(cfg), path, dtype=torch.float16)
     return path
 
 
@@ -115,7 +117,7 @@ def bench_photo(args) -> int:
     from psohead.inversion.reconstruct import reconstruct
 
     with tempfile.TemporaryDirectory() as tmp:
-        network = Path(args.network) if args.network else default_network(Path(tmp) / "G.safetensors")
+        network = Path(args.network) if args.network else random_network(Path(tmp) / "G.safetensors", args.config)
         load_before = _load()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
@@ -126,7 +128,7 @@ def bench_photo(args) -> int:
         summary = json.loads((Path(tmp) / "out" / "reconstruction.json").read_text())
     timings = {k: round(v, 2) for k, v in summary["timings"].items()}
     preset = summary["settings"]["preset"]
-    row = {"photo": str(args.photo), "network": args.network or "random default-preset network",
+    row = {"photo": str(args.photo), "network": args.network or f"random {args.config}-config network",
            "preset": preset["name"], "steps": [preset["stage1_steps"], preset["stage2_steps"]],
            "s_per_step": [round(timings["stage1"] / max(preset["stage1_steps"], 1), 3),
                           round(timings["stage2"] / max(preset["stage2_steps"], 1), 3)],
@@ -139,31 +141,44 @@ def bench_photo(args) -> int:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{args.name}.json"
     result = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
-    result.update(machine=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__)
+    dev = torch.device(args.device)
+    machine = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    result.update(machine=machine, device=dev.type, cores=os.cpu_count(), torch=torch.__version__)
     result["rows"][args.tag] = row
     path.write_text(json.dumps(result, indent=1) + "\n")
-    stages = ("preprocess", "setup", "stage1", "pseudo_back", "stage2", "write_views", "write_video", "write_mesh",
-              "write_save")
-    lines = ["# One photo end to end on CPU (`psohead reconstruct`, every output)", "",
-             f"Machine: {result['machine']}, {result['cores']} cores; torch {torch.__version__}. Wall seconds per "
-             "stage from reconstruction.json; load = 1-minute load average before / after (other processes "
-             "share the cores: wall times scale with it).", "",
-             "| run | date | preset | network | total s | CPU s | load | s/step (1, 2) | " + " | ".join(stages) + " |",
-             "|" + "---|" * (8 + len(stages))]
+    write_photo_table(result, RESULTS / f"{args.name}.md")
+    return 0
+
+
+PHOTO_STAGES = ("preprocess", "setup", "stage1", "pseudo_back", "stage2", "inversion_total", "write_views",
+                "write_video", "write_mesh", "write_save")
+
+
+def write_photo_table(result: dict, path: Path) -> None:
+    """The Markdown table of end-to-end rows (``result`` as bench_photo stores it)."""
+    device = result.get("device", "cpu")
+    lines = [f"# One photo end to end on {device.upper()} (`psohead reconstruct`, every output)", "",
+             f"Machine: {result['machine']}, {result['cores']} cores; torch {result['torch']}. Wall seconds per "
+             "stage from reconstruction.json (inversion_total = setup + both stages + pseudo back); load = "
+             "1-minute load average before / after (other processes share the cores: wall times scale with it).",
+             "", "| run | date | preset | network | total s | CPU s | load | s/step (1, 2) | "
+             + " | ".join(PHOTO_STAGES) + " |", "|" + "---|" * (8 + len(PHOTO_STAGES))]
     for tag, r in result["rows"].items():
         lines.append(f"| {tag} | {r['date']} | {r['preset']} {r['steps'][0]}+{r['steps'][1]} | {r['network']} | "
                      f"{r['total_s']} | {r['cpu_s']} | {r['load_before']} / {r['load_after']} | "
                      f"{r['s_per_step'][0]}, {r['s_per_step'][1]} | "
-                     + " | ".join(f"{r['timings'].get(k, 0):.1f}" for k in stages) + " |")
+                     + " | ".join(f"{r['timings'][k]:.1f}" if k in r["timings"] else "-" for k in PHOTO_STAGES)
+                     + " |")
     lines += ["", "Commands: " + "; ".join(f"{tag}: `{r['command']}`" for tag, r in result["rows"].items())]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    return 0
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--config", choices=("official", "small"), default="official")
+    ap.add_argument("--config", choices=("official", "small", "default"), default=None,
+                    help="random network: official (step timing default), small, or default (the bundled "
+                         "model's architecture; the --photo default)")
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "tf32", "bf16"))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -180,9 +195,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.photo:
         args.preset = args.preset or "auto"
+        args.config = args.config or "default"
+        if args.config == "small":
+            ap.error("--photo takes --config official or default")
         args.name = args.name or f"bench_inversion_{torch.device(args.device).type}"
         return bench_photo(args)
     args.preset = args.preset or "official"
+    args.config = args.config or "official"
+    if args.config == "default":
+        ap.error("step timing takes --config official or small")
     args.name = args.name or "bench_inversion"
 
     G = make_generator(args.config, args.device)

@@ -118,3 +118,13 @@ def test_orbit_is_evenly_spaced():
 def test_bad_labels_raise_clear_errors(bad, msg):
     with pytest.raises(LabelError, match=msg):
         camera.parse_label(bad) if isinstance(bad[0], str) else camera.validate_label(bad)
+
+
+def test_camera_offset_moves_only_the_translation():
+    c = camera.label_from_yaw_pitch(0.3, 0.1)
+    out = camera.apply_offset(c, torch.tensor([[0.1, -0.2, 0.05]], dtype=torch.float64))
+    assert out.dtype == c.dtype
+    moved = out - c
+    assert torch.allclose(moved[0, [3, 7, 11]], torch.tensor([0.1, -0.2, 0.05]), atol=1e-7)
+    moved[0, [3, 7, 11]] = 0
+    assert torch.count_nonzero(moved) == 0

@@ -189,9 +189,11 @@ def back_label(label) -> torch.Tensor:
 
 
 def apply_offset(label, delta) -> torch.Tensor:
-    """Add a world-space camera translation offset delta [N,3] to labels (entries 3, 7, 11)."""
+    """Add a world-space camera translation offset delta [N,3] to labels (entries 3, 7, 11).
+
+    The result lives on the label's device and dtype, wherever delta was computed (CPU or GPU)."""
     out = _as_tensor(label).clone().reshape(-1, LABEL_DIM)
-    out[:, list(TRANSLATION_ENTRIES)] += delta
+    out[:, list(TRANSLATION_ENTRIES)] += torch.as_tensor(delta).to(out.device, out.dtype)
     return out
 
 

@@ -79,7 +79,7 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
     out = Path(out)
     timings = {}
     with atomic_dir(out) as tmp:
-        G, ws, delta = rec.G, rec.ws, rec.delta.to(rec.ws.device)
+        G, ws, delta = rec.G, rec.ws, rec.delta
         t = time.perf_counter()
         rec.crop.save(tmp / "crop.png")
         if rec.mask is not None:
