@@ -1,5 +1,5 @@
-"""The CUDA code paths end to end (skipped without a GPU; run on the device machine, see
-docs/development.md): tensors made on the GPU meet CPU-made labels in the writers, so only a real
+"""The CUDA code paths end to end (skipped without a GPU; on a GPU machine run
+``python -m pytest tests/test_cuda.py``, see README): tensors made on the GPU meet CPU-made labels in the writers, so only a real
 GPU run catches device mix-ups."""
 import json
 
