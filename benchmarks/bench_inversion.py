@@ -119,12 +119,16 @@ def bench_photo(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         network = Path(args.network) if args.network else random_network(Path(tmp) / "G.safetensors", args.config)
         load_before = _load()
+        cuda = torch.device(args.device).type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(args.device)
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
         reconstruct(args.photo, Path(tmp) / "out", network=str(network), preset=args.preset, device=args.device,
                     progress=False)
         wall = time.perf_counter() - t
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        peak_gib = torch.cuda.max_memory_allocated(args.device) / 2 ** 30 if cuda else None
         summary = json.loads((Path(tmp) / "out" / "reconstruction.json").read_text())
     timings = {k: round(v, 2) for k, v in summary["timings"].items()}
     preset = summary["settings"]["preset"]
@@ -135,7 +139,9 @@ def bench_photo(args) -> int:
            "total_s": round(wall, 1),
            "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
            "load_before": round(load_before, 2), "load_after": round(_load(), 2),
-           "threads": torch.get_num_threads(), "timings": timings}
+           "threads": torch.get_num_threads(), "timings": timings,
+           "peak_gpu_gib": None if peak_gib is None else round(peak_gib, 2),
+           "peak_rss_gib": round(cpu1.ru_maxrss / 2 ** 20, 2)}
     row.update(tag=args.tag, date=datetime.date.today().isoformat(), command="python " + " ".join(sys.argv))
     print(json.dumps(row), flush=True)
     RESULTS.mkdir(exist_ok=True)
@@ -154,18 +160,25 @@ PHOTO_STAGES = ("preprocess", "setup", "stage1", "pseudo_back", "stage2", "inver
                 "write_video", "write_mesh", "write_save")
 
 
+def _peak(row: dict) -> str:
+    """GPU memory (allocator peak) on CUDA, else the process's peak resident set; - if not recorded."""
+    value = row.get("peak_gpu_gib") or row.get("peak_rss_gib")
+    return "-" if value is None else f"{value:.2f}"
+
+
 def write_photo_table(result: dict, path: Path) -> None:
     """The Markdown table of end-to-end rows (``result`` as bench_photo stores it)."""
     device = result.get("device", "cpu")
     lines = [f"# One photo end to end on {device.upper()} (`psohead reconstruct`, every output)", "",
              f"Machine: {result['machine']}, {result['cores']} cores; torch {result['torch']}. Wall seconds per "
-             "stage from reconstruction.json (inversion_total = setup + both stages + pseudo back); load = "
+             "stage from reconstruction.json (inversion_total = setup + both stages + pseudo back); peak = GPU "
+             "allocator peak on CUDA, peak resident memory of the process on CPU; load = "
              "1-minute load average before / after (other processes share the cores: wall times scale with it).",
-             "", "| run | date | preset | network | total s | CPU s | load | s/step (1, 2) | "
-             + " | ".join(PHOTO_STAGES) + " |", "|" + "---|" * (8 + len(PHOTO_STAGES))]
+             "", "| run | date | preset | network | total s | CPU s | load | peak GiB | s/step (1, 2) | "
+             + " | ".join(PHOTO_STAGES) + " |", "|" + "---|" * (9 + len(PHOTO_STAGES))]
     for tag, r in result["rows"].items():
         lines.append(f"| {tag} | {r['date']} | {r['preset']} {r['steps'][0]}+{r['steps'][1]} | {r['network']} | "
-                     f"{r['total_s']} | {r['cpu_s']} | {r['load_before']} / {r['load_after']} | "
+                     f"{r['total_s']} | {r['cpu_s']} | {r['load_before']} / {r['load_after']} | {_peak(r)} | "
                      f"{r['s_per_step'][0]}, {r['s_per_step'][1]} | "
                      + " | ".join(f"{r['timings'][k]:.1f}" if k in r["timings"] else "-" for k in PHOTO_STAGES)
                      + " |")

@@ -1,6 +1,6 @@
 """The CUDA code paths end to end (skipped without a GPU; on a GPU machine run
-``python -m pytest tests/test_cuda.py``, see README): tensors made on the GPU meet CPU-made labels in the writers, so only a real
-GPU run catches device mix-ups."""
+``python -m pytest tests/test_cuda.py``, see README): tensors made on the GPU meet CPU-made
+labels in the writers, so only a real GPU run catches device mix-ups."""
 import json
 
 import imageio.v3 as iio
