@@ -10,8 +10,10 @@ head is reconstructed from its most frontal view only; every other view is rende
 result at its ground-truth camera (with the reconstruction's camera offset, as the video does)
 and compared: PSNR, SSIM, mask IoU, depth error (mean |z| error in world units where both the
 ground truth and the render see the head) and identity similarity (dlib face descriptor, cosine;
-only where dlib finds a face in both). Rows are averaged per |yaw| bucket for every (back strategy, preset). Writes
-benchmarks/results/fidelity.{json,md}. Goal: prior beats none by >= 1.5 dB PSNR on back buckets
+only where dlib finds a face in both). Rows are averaged per |yaw| bucket for every (back strategy, preset).
+Writes benchmarks/results/NAME.{json,md} (``--name``, default fidelity) after every (strategy, preset),
+so a run cut short keeps what it finished. ``--stage1-steps/--stage2-steps`` override the presets'
+step counts (``--stage2-steps 0`` scores the stage-1 latent alone). Goal: prior beats none by >= 1.5 dB PSNR on back buckets
 without losing > 0.3 dB on the front.
 """
 from __future__ import annotations
@@ -27,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from psohead.api import load_generator
+from psohead.atomic import atomic_path
 from psohead.camera import FOCAL, apply_offset, yaw_pitch_from_label
+from psohead.inversion.presets import get_preset
 from psohead.inversion.reconstruct import reconstruct
 from psohead.metrics.geometry import depth_error
 from psohead.metrics.image import mask_iou, psnr, ssim
@@ -139,26 +143,36 @@ def main(argv=None) -> int:
     ap.add_argument("--heads", type=int, default=10)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--name", default="fidelity")
+    ap.add_argument("--stage1-steps", type=int, default=None, help="override every preset's stage-1 steps")
+    ap.add_argument("--stage2-steps", type=int, default=None, help="override every preset's stage-2 steps "
+                                                                   "(0: score the stage-1 latent alone)")
     args = ap.parse_args(argv)
 
     G = load_generator(args.network, device="cpu")
     heads = head_folders(args.orbits)[:args.heads]
     if not heads:
         raise SystemExit(f"no dataset folders under {args.orbits}")
+    meta = {"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv),
+            "network": args.network, "heads": [h.name for h in heads]}
     results = {}
-    for preset in args.presets:
+    for name in args.presets:
+        preset = get_preset(name, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
+        tag = name if preset == get_preset(name) else f"{name}[{preset.stage1_steps}+{preset.stage2_steps}]"
         for back in args.backs:
             rows = []
             for folder in heads:
                 rows += evaluate_head(G, folder, back, preset, args.fk_bank, args.device)
-            results[f"{back}/{preset}"] = {"buckets": bucket_table(rows), "rows": rows}
-            print(back, preset, json.dumps(results[f"{back}/{preset}"]["buckets"]), flush=True)
-    meta = {"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv),
-            "network": args.network, "heads": [h.name for h in heads]}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
-    lines = ["# Reconstruction fidelity by |yaw| bucket", "", f"{meta['date']}; network {args.network}; "
-             f"{len(heads)} heads; `{meta['command']}`", "",
+            results[f"{back}/{tag}"] = {"buckets": bucket_table(rows), "rows": rows}
+            print(back, tag, json.dumps(results[f"{back}/{tag}"]["buckets"]), flush=True)
+            write_results(args.name, meta, results)  # after every row: a run cut short keeps what it did
+    return 0
+
+
+def write_results(name: str, meta: dict, results: dict) -> None:
+    with atomic_path(RESULTS / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
+    lines = ["# Reconstruction fidelity by |yaw| bucket", "", f"{meta['date']}; network {meta['network']}; "
+             f"{len(meta['heads'])} heads; `{meta['command']}`", "",
              "| back / preset | yaw | n | PSNR | SSIM | mask IoU | depth err | identity |",
              "|---|---|---|---|---|---|---|---|"]
     for key, res in results.items():
@@ -167,8 +181,8 @@ def main(argv=None) -> int:
             depth = "-" if m["depth_err"] is None else f"{m['depth_err']:.3f}"
             lines.append(f"| {key} | {bucket} | {m['n']} | {m['psnr']:.2f} | {m['ssim']:.3f} | "
                          f"{m['mask_iou']:.3f} | {depth} | {ident} |")
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    return 0
+    with atomic_path(RESULTS / f"{name}.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

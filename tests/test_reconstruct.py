@@ -62,7 +62,7 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
     names = {p.name for p in out.iterdir()}
     assert set(outputs.OUTPUT_FILES) <= names
     summary = json.loads((out / "reconstruction.json").read_text())
-    assert summary["back"] == {"requested": "prior", "used": "prior"}
+    assert summary["back"] == {"requested": "prior", "used": "prior", "prior_views": True}
     assert summary["perceptual"] == "msssim"
     assert len(summary["losses"]["stage1"]["loss"]) == 2 and len(summary["losses"]["stage2"]["mse_back"]) == 2
     assert set(summary["files"]) == names
@@ -125,3 +125,30 @@ def test_cli_with_network_file(tiny, tmp_path):
     assert summary["settings"]["preset"]["video_frames"] == 4 and summary["back"]["used"] == "none"
     assert [v["name"] for v in summary["views"]] == ["front"]
     assert {"views.png", "turntable.mp4", "generator.safetensors", "report.html"} <= set(summary["files"])
+
+
+def test_fk_back_supervises_both_stages_and_adds_the_prior_in_stage_2(tiny, tmp_path):
+    """--back fk: the bank image is a target from stage 1 on; stage 2 also gets the prior views."""
+    import math
+
+    import numpy as np
+
+    from psohead.camera import label_from_yaw_pitch
+    from psohead.inversion.reconstruct import reconstruct
+    from psohead.training.dataset_writer import DatasetWriter
+
+    G, image, label, _ = tiny
+    yy, xx = np.mgrid[:64, :64]
+    with DatasetWriter(tmp_path / "bank") as w:
+        for i, radius in enumerate((14, 20, 26)):
+            m = (yy - 32) ** 2 + (xx - 32) ** 2 < radius ** 2
+            img = np.zeros((64, 64, 3), np.uint8)
+            img[m] = (90, 60, 30)
+            w.add(f"{i:05d}", img, (m * 255).astype(np.uint8), label_from_yaw_pitch(math.pi, 0.0)[0])
+    rec = reconstruct(image, None, label=label[0], network=G, preset=_preset(2, 2), back="fk",
+                      fk_bank=tmp_path / "bank", progress=False)
+    assert rec.back["used"] == "fk" and rec.back["prior_views"] and rec.back["item"].startswith("0000")
+    sources = [v.source for v in rec.views]
+    assert sources.count("fk") == 1 and sources.count("prior") >= 1 and sources[0] == "input"
+    s1_views = [k for k in rec.history["stage1"] if k.startswith("mse_")]
+    assert s1_views == ["mse_front", "mse_back"]  # the FK image already supervised stage 1

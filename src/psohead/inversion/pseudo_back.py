@@ -6,7 +6,8 @@ Strategies (the official code leaves the back image to the user):
 * ``prior`` - the stage-1 latent rendered at the back camera (and optionally at +-N degrees
   around it) before tuning, so tuning the weights cannot wreck the unseen side.
 * ``fk``    - the FK-Enhance back image whose silhouette best matches the expected back
-  silhouette, recoloured to the photo's hair colour.
+  silhouette, recoloured to the photo's hair colour; stage 2 also gets the prior views (the bank
+  image sets silhouette and colour, the prior keeps the latent's own back detail).
 * a path    - a real photo of the back of the same head, scaled and placed by its mask onto the
   expected back silhouette (the front mask mirrored).
 
