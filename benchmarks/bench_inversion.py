@@ -108,6 +108,10 @@ def random_network(path: Path, config: str) -> Path:
     return path
 
 
+def machine_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+
+
 def _load() -> float:
     return os.getloadavg()[0]
 
@@ -119,7 +123,8 @@ def bench_photo(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         network = Path(args.network) if args.network else random_network(Path(tmp) / "G.safetensors", args.config)
         load_before = _load()
-        cuda = torch.device(args.device).type == "cuda"
+        dev = torch.device(args.device)
+        cuda = dev.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(args.device)
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -147,9 +152,7 @@ def bench_photo(args) -> int:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{args.name}.json"
     result = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
-    dev = torch.device(args.device)
-    machine = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    result.update(machine=machine, device=dev.type, cores=os.cpu_count(), torch=torch.__version__)
+    result.update(machine=machine_name(dev), device=dev.type, cores=os.cpu_count(), torch=torch.__version__)
     result["rows"][args.tag] = row
     path.write_text(json.dumps(result, indent=1) + "\n")
     write_photo_table(result, RESULTS / f"{args.name}.md")
@@ -227,7 +230,7 @@ def main(argv=None) -> int:
         row["per_photo_s"] = row["stage1_s_per_step"] * preset.stage1_steps + row["stage2_s_per_step"] * preset.stage2_steps
         rows.append(row)
         print(json.dumps(row), flush=True)
-    machine = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else platform.processor() or platform.machine()
+    machine = machine_name(torch.device(args.device))
     result = {"date": datetime.date.today().isoformat(), "machine": machine, "torch": torch.__version__,
               "command": "python " + " ".join(sys.argv), "config": args.config, "preset": preset.to_dict(),
               "perceptual": args.perceptual, "views": 2, "rows": rows}

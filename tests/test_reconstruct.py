@@ -62,7 +62,7 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
     names = {p.name for p in out.iterdir()}
     assert set(outputs.OUTPUT_FILES) <= names
     summary = json.loads((out / "reconstruction.json").read_text())
-    assert summary["back"] == {"requested": "prior", "used": "prior", "prior_views": True}
+    assert summary["back"] == {"requested": "prior", "used": "prior"}
     assert summary["perceptual"] == "msssim"
     assert len(summary["losses"]["stage1"]["loss"]) == 2 and len(summary["losses"]["stage2"]["mse_back"]) == 2
     assert set(summary["files"]) == names
@@ -147,7 +147,7 @@ def test_fk_back_supervises_both_stages_and_adds_the_prior_in_stage_2(tiny, tmp_
             w.add(f"{i:05d}", img, (m * 255).astype(np.uint8), label_from_yaw_pitch(math.pi, 0.0)[0])
     rec = reconstruct(image, None, label=label[0], network=G, preset=_preset(2, 2), back="fk",
                       fk_bank=tmp_path / "bank", progress=False)
-    assert rec.back["used"] == "fk" and rec.back["prior_views"] and rec.back["item"].startswith("0000")
+    assert rec.back["used"] == "fk" and rec.back["item"].startswith("0000")
     sources = [v.source for v in rec.views]
     assert sources.count("fk") == 1 and sources.count("prior") >= 1 and sources[0] == "input"
     s1_views = [k for k in rec.history["stage1"] if k.startswith("mse_")]

@@ -27,7 +27,7 @@ def yaw_labels(yaws, pitch: float = 0.0, radius: float = RADIUS, lookat: Sequenc
     """Labels [V,25] for yaws in radians; ``delta`` [1,3] (camera offset) is added if given."""
     labels = label_from_yaw_pitch(torch.as_tensor(yaws, dtype=torch.float32), pitch, radius=radius, lookat=lookat)
     if delta is not None:
-        labels = apply_offset(labels, torch.as_tensor(delta, dtype=torch.float32).reshape(1, 3))
+        labels = apply_offset(labels, torch.as_tensor(delta).reshape(1, 3))
     return labels
 
 

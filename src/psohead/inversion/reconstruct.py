@@ -49,7 +49,7 @@ class Reconstruction:
 
     @property
     def render_label(self) -> torch.Tensor:
-        return apply_offset(self.label, self.delta.cpu())
+        return apply_offset(self.label, self.delta)
 
     @torch.no_grad()
     def render(self, labels: torch.Tensor) -> torch.Tensor:
@@ -168,7 +168,6 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
     t = time.perf_counter()
     pivot_back, _ = render_prior(G, s1.ws, back_cameras(prepared.label)[0][1])
     if plan.kind in ("prior", "fk"):  # with fk too: +0.3 dB on backs, better silhouette (BENCHMARKS.md)
-        back_record["prior_views"] = True
         views += prior_views(G, s1.ws, prepared.label, cfg.back_augment_degrees, cfg.back_augment_alternate)
     timings["pseudo_back"] = time.perf_counter() - t
 
