@@ -58,17 +58,20 @@ def sync(device):
 
 
 def time_stage(fn, steps: int, warmup: int, device) -> float:
-    """Seconds per step: run warmup steps, then ``steps`` steps (two separate calls)."""
-    if warmup:
-        fn(warmup)
-    sync(device)
-    t = time.perf_counter()
-    fn(steps)
-    sync(device)
-    return (time.perf_counter() - t) / steps
+    """Seconds per step: a run of ``warmup`` steps and one of ``warmup + steps``; the difference
+    leaves out each run's fixed costs (copying G, graph capture, first-call autotuning)."""
+    def timed(n):
+        sync(device)
+        t = time.perf_counter()
+        fn(n)
+        sync(device)
+        return time.perf_counter() - t
+    fn(max(warmup, 1))  # process-level warm-up (CUDA context, kernels loaded)
+    return (timed(warmup + steps) - timed(warmup)) / steps
 
 
-def bench(G, device, precision: str, steps: int, warmup: int, perceptual: str, deterministic: bool) -> dict:
+def bench(G, device, precision: str, steps: int, warmup: int, perceptual: str, deterministic: bool,
+          graphs: bool = True) -> dict:
     label = label_from_yaw_pitch(0.0).to(device)
     with torch.no_grad():
         z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1)).to(device)
@@ -82,18 +85,19 @@ def bench(G, device, precision: str, steps: int, warmup: int, perceptual: str, d
         torch.cuda.reset_peak_memory_stats(device)
 
     def stage1(n):
-        project(G, views, loss, stats, ProjectorConfig(num_steps=n, deterministic=deterministic), progress=False,
-                precision=precision)
+        project(G, views, loss, stats, ProjectorConfig(num_steps=n, deterministic=deterministic, cuda_graphs=graphs),
+                progress=False, precision=precision)
 
     def stage2(n):
-        tune(G, stats.w_avg.repeat(1, G.num_ws, 1), views, loss, PivotalConfig(num_steps=n,
-                                                                                  deterministic=deterministic),
-             progress=False, precision=precision)
+        tune(G, stats.w_avg.repeat(1, G.num_ws, 1), views, loss,
+             PivotalConfig(num_steps=n, deterministic=deterministic, cuda_graphs=graphs), progress=False,
+             precision=precision)
 
     s1 = time_stage(stage1, steps, warmup, device)
     s2 = time_stage(stage2, steps, warmup, device)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if torch.device(device).type == "cuda" else None
-    return {"precision": precision, "stage1_s_per_step": s1, "stage2_s_per_step": s2, "peak_mem_gib": peak}
+    return {"precision": precision, "cuda_graphs": graphs and torch.device(device).type == "cuda",
+            "stage1_s_per_step": s1, "stage2_s_per_step": s2, "peak_mem_gib": peak}
 
 
 def random_network(path: Path, config: str) -> Path:
@@ -129,7 +133,8 @@ def bench_photo(args) -> int:
             torch.cuda.reset_peak_memory_stats(args.device)
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
-        reconstruct(args.photo, Path(tmp) / "out", network=str(network), preset=args.preset, device=args.device,
+        preset = get_preset(args.preset, cuda_graphs=args.cuda_graphs[0] == "on")
+        reconstruct(args.photo, Path(tmp) / "out", network=str(network), preset=preset, device=args.device,
                     progress=False)
         wall = time.perf_counter() - t
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -146,7 +151,8 @@ def bench_photo(args) -> int:
            "load_before": round(load_before, 2), "load_after": round(_load(), 2),
            "threads": torch.get_num_threads(), "timings": timings,
            "peak_gpu_gib": None if peak_gib is None else round(peak_gib, 2),
-           "peak_rss_gib": round(cpu1.ru_maxrss / 2 ** 20, 2)}
+           "peak_rss_gib": round(cpu1.ru_maxrss / 2 ** 20, 2),
+           "cuda_graphs": summary["settings"].get("cuda_graphs_used")}
     row.update(tag=args.tag, date=datetime.date.today().isoformat(), command="python " + " ".join(sys.argv))
     print(json.dumps(row), flush=True)
     RESULTS.mkdir(exist_ok=True)
@@ -200,6 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--perceptual", default="msssim", choices=("msssim", "none"))
     ap.add_argument("--deterministic", action="store_true", help="fixed ray samples (the fast preset's setting)")
+    ap.add_argument("--cuda-graphs", nargs="+", default=["on"], choices=("on", "off"),
+                    help="replay the steps as CUDA graphs (rows for each; --photo takes the first)")
     ap.add_argument("--preset", default=None, help="preset whose step counts give the per-photo time "
                                                    "(default: official; with --photo: auto)")
     ap.add_argument("--photo", default=None, help="time one whole reconstruction of this photo instead")
@@ -225,8 +233,9 @@ def main(argv=None) -> int:
     G = make_generator(args.config, args.device)
     preset = get_preset(args.preset)
     rows = []
-    for precision in args.precision:
-        row = bench(G, args.device, precision, args.steps, args.warmup, args.perceptual, args.deterministic)
+    for precision, graphs in ((p, g) for p in args.precision for g in args.cuda_graphs):
+        row = bench(G, args.device, precision, args.steps, args.warmup, args.perceptual, args.deterministic,
+                    graphs == "on")
         row["per_photo_s"] = row["stage1_s_per_step"] * preset.stage1_steps + row["stage2_s_per_step"] * preset.stage2_steps
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -239,11 +248,12 @@ def main(argv=None) -> int:
     lines = [f"# Inversion speed ({args.config} config, random weights, front + back view)", "",
              f"Machine: {machine}; torch {torch.__version__}; {result['date']}; perceptual {args.perceptual}",
              f"Command: `{result['command']}`", "",
-             f"| precision | stage 1 s/step | stage 2 s/step | per photo ({preset.stage1_steps}+{preset.stage2_steps}) s | peak GiB |",
-             "|---|---|---|---|---|"]
+             f"| precision | CUDA graphs | stage 1 s/step | stage 2 s/step | per photo ({preset.stage1_steps}+"
+             f"{preset.stage2_steps}) s | peak GiB |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         peak = "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.2f}"
-        lines.append(f"| {r['precision']} | {r['stage1_s_per_step']:.4f} | {r['stage2_s_per_step']:.4f} | "
+        lines.append(f"| {r['precision']} | {'on' if r['cuda_graphs'] else 'off'} | {r['stage1_s_per_step']:.4f} | {r['stage2_s_per_step']:.4f} | "
                      f"{r['per_photo_s']:.1f} | {peak} |")
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     return 0

@@ -110,7 +110,8 @@ def test_back_camera_is_front_turned_by_pi():
 def test_plan_back(tmp_path):
     assert plan_back("none").kind == "none"
     assert plan_back("auto").kind == "prior"
-    assert plan_back("auto", fk_bank=tmp_path).kind == "fk"
+    assert plan_back("auto", fk_bank=tmp_path).kind == "prior"  # measured the better default
+    assert plan_back("fk", fk_bank=tmp_path).kind == "fk"
     with pytest.raises(InputError, match="--fk-bank"):
         plan_back("fk")
     with pytest.raises(InputError, match="not found"):
@@ -147,8 +148,7 @@ def test_inputs_errors_and_dataset_json(tmp_path):
 
 
 def test_presets():
-    assert get_preset("auto", torch.device("cpu")).name == "fast"
-    assert get_preset("auto", torch.device("cuda")).name == "official"
+    assert get_preset("auto").name == "fast"
     official = get_preset("official")
     assert (official.stage1_steps, official.stage2_steps, official.stage2_lr) == (500, 500, 3e-4)
     assert get_preset("fast", stage2_steps=7).stage2_steps == 7
@@ -180,3 +180,19 @@ def test_latent_stats_official_wstd_is_sqrt2_larger():
     assert torch.equal(ours.w_avg, official.w_avg)
     assert official.w_std == pytest.approx(math.sqrt(2) * ours.w_std, rel=1e-5)
     assert ours.w_avg.shape == (1, 1, G.w_dim)
+
+
+@pytest.mark.parametrize("size", [40, 64, 128, 256, 512])
+def test_msssim_loss_matches_pytorch_msssim_at_the_window_it_picks(size):
+    reference = pytest.importorskip("pytorch_msssim")
+    g = torch.Generator().manual_seed(size)
+    x = torch.rand(2, 3, size, size, generator=g) * 2 - 1
+    y = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    x01, y01 = (losses.area_downsample(t).add(1).div(2) for t in (x, y))
+    side = min(x01.shape[-2:])
+    win = {40: 3, 64: 3, 128: 7, 256: 11, 512: 11}[size]  # largest odd window with side > 16 * (win - 1)
+    if side <= 16 * (win - 1):
+        expect = 1 - reference.ssim(x01, y01, data_range=1.0, size_average=False, win_size=win)
+    else:
+        expect = 1 - reference.ms_ssim(x01, y01, data_range=1.0, size_average=False, win_size=win)
+    assert torch.allclose(losses.MSSSIM()(x, y), expect, atol=2e-6)

@@ -9,7 +9,8 @@ import torch
 from psohead.inversion.losses import MSSSIM
 from psohead.inversion.pivotal import tuned_parameters
 from psohead.inversion.pseudo_back import back_cameras
-from psohead.inversion.targets import TargetView, render_views, step_views, views_loss
+from psohead.inversion.graphs import StepRenderer
+from psohead.inversion.targets import TargetView, step_views, views_loss
 from psohead.networks import renderer, trigrid
 
 
@@ -34,7 +35,7 @@ def test_batched_stage2_step_matches_per_view_loop(monkeypatch):
     views += [TargetView(name, target.flip(-1), lab, w, None, "prior") for name, lab, w in back_cameras(label, 30.0)]
     loss_fn = MSSSIM()
 
-    images = render_views(G, ws, views, deterministic=True)
+    images = StepRenderer(G, deterministic=True)(ws, views)
     loss, terms = views_loss(images, views, loss_fn)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
 

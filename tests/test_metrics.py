@@ -92,3 +92,13 @@ def test_mask_iou_of_overlapping_squares():
 def test_shape_mismatch_is_an_input_error():
     with pytest.raises(InputError, match="differ in shape"):
         psnr(torch.zeros(3, 8, 8), torch.zeros(3, 8, 9))
+
+
+@pytest.mark.parametrize("size", [161, 176, 255])
+def test_ms_ssim_matches_pytorch_msssim(size):
+    reference = pytest.importorskip("pytorch_msssim")
+    g = torch.Generator().manual_seed(size)
+    a = torch.rand(2, 3, size, size, generator=g)
+    b = (a + 0.15 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    expect = reference.ms_ssim(a, b, data_range=1.0, size_average=False)
+    assert torch.allclose(ms_ssim(a, b), expect, atol=1e-5)

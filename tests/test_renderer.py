@@ -270,3 +270,15 @@ def test_marcher_matches_midpoint_formula_with_unsorted_colours():
     g = torch.randn_like(ref)
     assert torch.allclose(torch.autograd.grad(rgb_u, colors, g)[0], torch.autograd.grad(ref, colors, g)[0],
                           atol=1e-6)
+
+
+def test_positive_cumprod_matches_torch_values_and_gradients():
+    from psohead.networks.renderer import positive_cumprod
+
+    x = (torch.rand(3, 5, 17, 1, dtype=torch.float64) + 1e-3).requires_grad_(True)
+    g = torch.randn(3, 5, 17, 1, dtype=torch.float64)
+    ours = positive_cumprod(x, -2)
+    ref = torch.cumprod(x, -2)
+    assert torch.equal(ours, ref)
+    assert torch.allclose(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=1e-10)
+    assert torch.autograd.gradcheck(lambda t: positive_cumprod(t, 1), (x[:1, :2, :6, 0].detach().requires_grad_(),))

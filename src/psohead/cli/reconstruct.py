@@ -12,7 +12,7 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--network", default="default", help="'default' (bundled model) or a network file")
     p.add_argument("--preset", default="auto", choices=PRESET_NAMES,
-                   help="step counts and output sizes; auto = official on CUDA, fast on CPU")
+                   help="step counts and output sizes; auto = fast (see docs/reconstruct.md)")
     p.add_argument("--fk-bank", default=None, help="FK-Enhance dataset folder/zip for --back fk")
     p.add_argument("--perceptual", default="auto", choices=PERCEPTUAL_BACKENDS,
                    help="perceptual loss; auto = lpips with --vgg16, else msssim")
@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("input", help="photo, or aligned crop (label from --label or a dataset.json beside it)")
     p.add_argument("--out", required=True, help="output folder (replaced atomically when the run completes)")
     p.add_argument("--back", default="auto",
-                   help="pseudo back label: auto | prior | fk | none | PATH of a photo of the back of the head")
+                   help="pseudo back label: auto (= prior) | prior | fk | none | PATH of a photo of the back of the head")
     p.add_argument("--extra-view", action="append", default=[], metavar="PATH[:YAW]",
                    help="another photo of the same head (yaw in degrees, else estimated); repeatable")
     p.add_argument("--label", default=None, help="JSON file with the 25-number camera label of an aligned crop")
@@ -57,10 +57,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inversion.presets import get_preset, resolve_device
+    from ..inversion.presets import get_preset
     from ..inversion.reconstruct import reconstruct
 
-    preset = get_preset(args.preset, resolve_device(args.device), video_frames=args.video_frames,
+    preset = get_preset(args.preset, video_frames=args.video_frames,
                         mesh_resolution=args.mesh_resolution)
     rec = reconstruct(args.input, args.out, label=args.label, mask=args.mask, preset=preset,
                       extra_views=args.extra_view, device=args.device, progress=not args.quiet,

@@ -191,7 +191,7 @@ def _worker(index: int, device: str, jobs: list[BatchJob], out: Path, options: d
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     options = dict(options)
-    preset = get_preset(options.pop("preset"), torch.device(device), **options.pop("preset_overrides"))
+    preset = get_preset(options.pop("preset"), **options.pop("preset_overrides"))
     claims = Claims(out, run)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "device": device, "worker": index}
     while True:
@@ -300,8 +300,7 @@ def reconstruct_batch(inputs, out: str | os.PathLike, *, devices="auto", procs_p
     """Reconstruct every photo of ``inputs`` (files and/or folders) into ``out/<stem>/``.
 
     One worker process per entry of ``devices`` (``"cpu,cpu"``, ``["cuda:0", "cuda:1"]``, ``auto``),
-    ``procs_per_device`` each. ``preset`` is resolved per worker device (``auto``: official on CUDA,
-    fast on CPU) with ``preset_overrides`` (e.g. ``{"video_frames": 24}``); other keyword options
+    ``procs_per_device`` each. ``preset`` (``auto`` = fast) takes ``preset_overrides`` (e.g. ``{"video_frames": 24}``); other keyword options
     go to :func:`psohead.reconstruct` unchanged. Photos already complete in ``out`` are skipped,
     so a rerun resumes a killed batch.
     """

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..nn.ssim import MS_SSIM_WEIGHTS, gaussian_window, ms_ssim, ssim
 
 # LPIPS taps after relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 of torchvision's vgg16.features.
 _VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -268,8 +269,9 @@ class DiscriminatorFeatures(PerceptualLoss):
 class MSSSIM(PerceptualLoss):
     """1 - MS-SSIM (5 scales) on [0,1] images, compared at most at 256 px like the official LPIPS.
 
-    pytorch_msssim needs side > 16 * (win_size - 1), so small renders get a smaller window
-    (128 px: 7); below 48 px a single-scale SSIM is used.
+    MS-SSIM needs side > 16 * (win_size - 1), so small renders get a smaller window
+    (128 px: 7); below 48 px a single-scale SSIM is used. Window and scale weights are buffers,
+    so they live on the loss's device (no per-step host-to-device copy).
     """
 
     name = "msssim"
@@ -277,11 +279,16 @@ class MSSSIM(PerceptualLoss):
     def __init__(self, win_size: int = 11):
         super().__init__()
         self.win_size = win_size
+        self.register_buffer("weights", torch.tensor(MS_SSIM_WEIGHTS), persistent=False)
+        self._windows: dict[tuple, torch.Tensor] = {}  # (taps, device) -> window, made on first use
+
+    def _window(self, size: int, device) -> torch.Tensor:
+        key = (size, str(device))
+        if key not in self._windows:
+            self._windows[key] = gaussian_window(size, device=device)
+        return self._windows[key]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, target_features=None) -> torch.Tensor:
-        # pytorch_msssim filters both images in one call: nothing of y can be kept between steps.
-        from pytorch_msssim import ms_ssim, ssim
-
         x, y = area_downsample(x), area_downsample(y)
         x01, y01 = ((x + 1) / 2).clamp(0, 1), ((y + 1) / 2).clamp(0, 1)
         side = min(x.shape[-2:])
@@ -289,8 +296,8 @@ class MSSSIM(PerceptualLoss):
         while win > 3 and side <= 16 * (win - 1):
             win -= 2
         if side <= 16 * (win - 1):
-            return 1 - ssim(x01, y01, data_range=1.0, size_average=False, win_size=min(win, side))
-        return 1 - ms_ssim(x01, y01, data_range=1.0, size_average=False, win_size=win)
+            return 1 - ssim(x01, y01, self._window(min(win, side), x.device))
+        return 1 - ms_ssim(x01, y01, self._window(win, x.device), self.weights)
 
 
 PERCEPTUAL_BACKENDS = ("auto", "lpips", "dfeat", "msssim", "none")

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from .losses import PerceptualLoss
 from .precision import autocast
 from .projector import StageResult, finish_history
-from .targets import TargetCache, TargetView, full_terms, render_views, step_views, terms_dict, views_loss
+from .graphs import StepRenderer
+from .targets import TargetCache, TargetView, full_terms, step_views, terms_dict, views_loss
 
 
 @dataclass
@@ -24,6 +25,7 @@ class PivotalConfig:
     num_steps: int = 500
     learning_rate: float = 3e-4
     deterministic: bool = False
+    cuda_graphs: bool = True  # on CUDA: replay each step's render as a CUDA graph (see graphs.py)
     log_every: int = 10
 
 
@@ -46,14 +48,16 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
     device = ws.device
     ws = ws.detach()
     views = [v.to(device) for v in views]
-    opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=(0.9, 0.999))
+    # fused: one kernel for all parameters on CUDA instead of a few per parameter group
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=(0.9, 0.999), fused=device.type == "cuda")
+    render = StepRenderer(G_t, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision)
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     cache = TargetCache()
     bar = tqdm(range(cfg.num_steps), desc="stage 2 (tuning)", disable=not progress, leave=False)
     for step in bar:
         active, step_targets = step_views(views, step)
         with autocast(device, precision):
-            images = render_views(G_t, ws, step_targets, deterministic=cfg.deterministic)
+            images = render(ws, step_targets)
             loss, terms = views_loss(images.float(), step_targets, perceptual, cache=cache)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -65,5 +69,9 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
             bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{v:.4f}" for k, v in
                                                         terms_dict(terms, step_targets).items()
                                                         if k.endswith("front")})
+        # Drop this step's autograd graph now: alive during the next step's capture, its gradient
+        # accumulators (on the default stream) would break the CUDA graph.
+        del images, loss
     G_t.eval().requires_grad_(False)
-    return G_t, StageResult(ws=ws, history=finish_history(history, views), seconds=time.perf_counter() - start)
+    return G_t, StageResult(ws=ws, history=finish_history(history, views), seconds=time.perf_counter() - start,
+                            cuda_graphs=render.used_graphs)

@@ -1,10 +1,11 @@
 """Named settings for a whole reconstruction (step counts, losses, output sizes).
 
 ``official`` follows spec section 6 (500 + 500 steps, official loss weights, ray_start 2.35)
-with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fast`` is for CPU
-runs of small models: fewer steps with the same schedule shape, deterministic ray samples (less
-noise per step, so fewer steps are needed), smaller video and mesh. ``auto`` = ``official`` on
-CUDA, ``fast`` elsewhere.
+with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fast``: fewer steps
+with the same schedule shape, deterministic ray samples (less noise per step, so fewer steps are
+needed; on CUDA it also lets every step replay as a CUDA graph), +-30 degree prior back views,
+smaller video and mesh. ``auto`` = ``fast`` on every device: the fidelity benchmark finds it as
+good on the front and better on the back than ``official`` (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Preset:
     video_fps: int = 60
     mesh_resolution: int = 256
     render_batch: int = 4
+    cuda_graphs: bool = True  # replay each optimisation step as a CUDA graph on CUDA devices
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,16 +59,14 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def get_preset(name: str | Preset = "auto", device: torch.device | None = None, **overrides) -> Preset:
-    """A preset by name (``auto`` picks by device) with optional field overrides (None = keep)."""
+def get_preset(name: str | Preset = "auto", **overrides) -> Preset:
+    """A preset by name (``auto`` = ``fast``) with optional field overrides (None = keep)."""
     if isinstance(name, Preset):
         preset = name
     else:
         if name not in PRESET_NAMES:
             raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
-        if name == "auto":
-            name = "official" if device is not None and torch.device(device).type == "cuda" else "fast"
-        preset = PRESETS[name]
+        preset = PRESETS["fast" if name == "auto" else name]
     changes = {k: v for k, v in overrides.items() if v is not None}
     for key, low in (("stage1_steps", 0), ("stage2_steps", 0), ("video_frames", 1), ("mesh_resolution", 8)):
         if key in changes and int(changes[key]) < low:

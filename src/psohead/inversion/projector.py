@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from ..camera import build_label, lookat_pose
 from .losses import PerceptualLoss
 from .precision import autocast
-from .targets import TargetCache, TargetView, full_terms, render_views, step_views, terms_dict, views_loss
+from .graphs import StepRenderer
+from .targets import TargetCache, TargetView, full_terms, step_views, terms_dict, views_loss
 
 W_STATS_SEED = 123  # the official RandomState seed for the mean-latent statistics
 
@@ -35,6 +36,7 @@ class ProjectorConfig:
     # inflates w_std (the exploration-noise scale) by sqrt(2); True reproduces that.
     official_w_std: bool = False
     deterministic: bool = False  # fixed ray samples while optimising (official: random)
+    cuda_graphs: bool = True  # on CUDA: replay each step's render as a CUDA graph (see graphs.py)
     log_every: int = 10
 
 
@@ -43,6 +45,7 @@ class StageResult:
     ws: torch.Tensor  # [1,num_ws,w_dim]
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    cuda_graphs: bool = False  # whether the steps ran as CUDA graphs
 
 
 @dataclass
@@ -102,6 +105,7 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
     gen = torch.Generator(device=device).manual_seed(seed)
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     cache = TargetCache()
+    render = StepRenderer(G, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision)
     bar = tqdm(range(cfg.num_steps), desc="stage 1 (latent)", disable=not progress, leave=False)
     for step in bar:
         t = step / cfg.num_steps
@@ -112,7 +116,7 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
         ws = w_opt + torch.randn(w_opt.shape, generator=gen, device=device) * noise_scale
         active, step_targets = step_views(views, step)
         with autocast(device, precision):
-            images = render_views(G, ws, step_targets, deterministic=cfg.deterministic)
+            images = render(ws, step_targets)
             loss, terms = views_loss(images.float(), step_targets, perceptual, cache=cache)
         reg = (w_opt - w_avg).square().mean()
         total = loss + cfg.regularize_w_weight * reg
@@ -126,8 +130,9 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
             bar.set_postfix(loss=f"{float(total):.4f}", **{k: f"{v:.4f}" for k, v in
                                                          terms_dict(terms, step_targets).items()
                                                          if k.endswith("front")})
+        del images, loss, total  # this step's autograd graph must not outlive it (see pivotal.py)
     return StageResult(ws=w_opt.detach().clone(), history=finish_history(history, views),
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, cuda_graphs=render.used_graphs)
 
 
 def finish_history(history: dict[str, list], views: list[TargetView]) -> dict[str, list[float | None]]:

@@ -14,7 +14,8 @@ Strategies (the official code leaves the back image to the user):
 Photo and FK targets are compared on their foreground only (their background is not the
 generator's) and supervise both stages, like the official back target; the prior exists only
 after stage 1 and supervises stage 2.
-* ``auto``  - ``fk`` when a bank is given, else ``prior``.
+* ``auto``  - ``prior``: measured on 8 held-out heads it beats ``fk``, whose result swings with
+  the bank image it retrieves (BENCHMARKS.md); ``fk`` is used when asked for.
 
 Back cameras are the front camera turned by pi about the world y axis (PSO-HEAD's
 ``data_rotate.json``) and get no camera offset, as in the official projector.
@@ -57,10 +58,8 @@ def plan_back(back: str | os.PathLike = "auto", fk_bank: str | os.PathLike | Non
         if fk_bank is None:
             raise InputError("--back fk needs an FK-Enhance bank (--fk-bank DIR)")
         return BackPlan("fk", fk_bank=Path(fk_bank), requested=requested)
-    if requested == "auto":
-        if fk_bank is not None:
-            return BackPlan("fk", fk_bank=Path(fk_bank), requested=requested)
-        return BackPlan("prior", requested=requested)
+    if requested == "auto":  # prior even with a bank: fk's gain depends on the retrieved image
+        return BackPlan("prior", fk_bank=None if fk_bank is None else Path(fk_bank), requested=requested)
     path = Path(requested)
     if not path.is_file():
         raise InputError(f"--back must be one of {', '.join(STRATEGIES)} or an image file; not found: {path}")

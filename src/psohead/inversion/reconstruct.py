@@ -130,7 +130,7 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
     t0 = time.perf_counter()
     dev = resolve_device(device)
     check_precision(precision, dev)
-    cfg = get_preset(preset, dev, stage1_steps=stage1_steps, stage2_steps=stage2_steps)
+    cfg = get_preset(preset, stage1_steps=stage1_steps, stage2_steps=stage2_steps)
     plan = plan_back(back, fk_bank)
     prepared = prepare_input(image, label=label, mask=mask)
     extras = [prepare_extra_view(str(s)) for s in extra_views]
@@ -161,7 +161,8 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
 
     s1 = project(G, views, loss_fn, stats, ProjectorConfig(num_steps=cfg.stage1_steps, deterministic=cfg.deterministic,
                                                            official_w_std=cfg.official_w_std,
-                                                           w_avg_samples=cfg.w_avg_samples),
+                                                           w_avg_samples=cfg.w_avg_samples,
+                                                           cuda_graphs=cfg.cuda_graphs),
                  seed=seed, progress=progress, precision=precision)
     timings["stage1"] = s1.seconds
 
@@ -172,7 +173,8 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
     timings["pseudo_back"] = time.perf_counter() - t
 
     G_t, s2 = tune(G, s1.ws, views, loss_fn, PivotalConfig(num_steps=cfg.stage2_steps, learning_rate=cfg.stage2_lr,
-                                                           deterministic=cfg.deterministic),
+                                                           deterministic=cfg.deterministic,
+                                                           cuda_graphs=cfg.cuda_graphs),
                    progress=progress, precision=precision)
     timings["stage2"] = s2.seconds
     timings["inversion_total"] = time.perf_counter() - t0
@@ -186,7 +188,9 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
                   "input": str(image) if isinstance(image, (str, os.PathLike)) else f"<{type(image).__name__}>",
                   "input_kind": prepared.source, "label_source": prepared.label_source,
                   "extra_views": [str(s) for s in extra_views], "device": str(dev), "precision": precision,
-                  "seed": seed, "preset": cfg.to_dict(), "perceptual": loss_fn.name,
+                  "seed": seed, "preset": cfg.to_dict(),
+                  "cuda_graphs_used": {"stage1": s1.cuda_graphs, "stage2": s2.cuda_graphs},
+                  "perceptual": loss_fn.name,
                   "ray_start": float(G.rendering_kwargs.get("ray_start", float("nan"))), "w_std": stats.w_std},
     )
     if out is not None:

@@ -60,15 +60,6 @@ def full_terms(terms: torch.Tensor, active: list[int], num_views: int) -> torch.
     return out
 
 
-def render_views(G, ws: torch.Tensor, views: list[TargetView], noise_mode: str = "const",
-                 deterministic: bool = False) -> torch.Tensor:
-    """All views in one synthesis call: [V,3,H,W]; the single ws [1,num_ws,w_dim] makes one tri-grid
-    that every camera renders."""
-    labels = torch.cat([v.label for v in views]).to(ws.device)
-    out = G.synthesis(ws, labels, noise_mode=noise_mode, deterministic=deterministic)
-    return out["image"]
-
-
 @dataclass
 class PreparedTargets:
     """Targets of a set of views at the render size: ``raw`` for the MSE with ``masks`` (or None),
@@ -77,6 +68,7 @@ class PreparedTargets:
     raw: torch.Tensor
     masks: torch.Tensor | None
     compared: torch.Tensor
+    weights: torch.Tensor  # [V] per-view loss weights, on the device
     features: object = None
 
 
@@ -93,7 +85,8 @@ def prepare_targets(views: list[TargetView], size, dtype, device, perceptual: Pe
                            for v in views])
         compared = raw * masks - (1 - masks)
     features = perceptual.target_features(compared) if perceptual is not None else None
-    return PreparedTargets(raw, masks, compared, features)
+    weights = torch.tensor([v.weight for v in views], dtype=dtype).to(device)
+    return PreparedTargets(raw, masks, compared, weights, features)
 
 
 class TargetCache:
@@ -104,7 +97,7 @@ class TargetCache:
         self._sets: dict[tuple, PreparedTargets] = {}
 
     def get(self, views: list[TargetView], images: torch.Tensor, perceptual: PerceptualLoss) -> PreparedTargets:
-        key = (tuple(v.name for v in views), tuple(images.shape[-2:]), images.dtype, images.device)
+        key = (tuple((v.name, v.weight) for v in views), tuple(images.shape[-2:]), images.dtype, images.device)
         if key not in self._sets:
             self._sets[key] = prepare_targets(views, images.shape[-2:], images.dtype, images.device, perceptual)
         return self._sets[key]
@@ -121,7 +114,7 @@ def views_loss(images: torch.Tensor, views: list[TargetView], perceptual: Percep
     """
     targets = (cache.get(views, images, perceptual) if cache is not None else
                prepare_targets(views, images.shape[-2:], images.dtype, images.device))
-    weights = torch.tensor([v.weight for v in views], device=images.device, dtype=images.dtype)
+    weights = targets.weights
     mse = masked_mse(images, targets.raw, targets.masks)
     if targets.masks is not None:
         images = images * targets.masks - (1 - targets.masks)

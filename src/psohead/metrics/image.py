@@ -1,5 +1,5 @@
 """Image metrics: PSNR, SSIM (Gaussian 11x11, sigma 1.5, as Wang et al. 2004), MS-SSIM
-(pytorch-msssim), their masked variants, and mask IoU.
+(psohead.nn.ssim), their masked variants, and mask IoU.
 
 Inputs: torch tensors [N,C,H,W] / [C,H,W] or numpy arrays [H,W,C] / [N,H,W,C] / [H,W]. uint8
 arrays are scaled to [0,1]; float inputs are used as given with ``data_range`` (1 for [0,1],
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
+from ..nn.ssim import MS_SSIM_WEIGHTS, gaussian_window, ssim_maps
+from ..nn.ssim import ms_ssim as _ms_ssim
 
 SSIM_WIN = 11
 SSIM_SIGMA = 1.5
-K1, K2 = 0.01, 0.03
 
 
 def as_nchw(x) -> tuple[torch.Tensor, bool]:
@@ -91,30 +91,12 @@ def psnr(a, b, data_range: float = 1.0, mask=None):
     return float(out) if out.ndim == 0 else out.float()
 
 
-def _gauss_window(device) -> torch.Tensor:
-    x = torch.arange(SSIM_WIN, dtype=torch.float64, device=device) - SSIM_WIN // 2
-    g = torch.exp(-x ** 2 / (2 * SSIM_SIGMA ** 2))
-    return g / g.sum()
-
-
 def ssim_map(a, b, data_range: float = 1.0) -> torch.Tensor:
     """Per-pixel SSIM [N,C,H-10,W-10] (valid filtering, no padding, as pytorch-msssim)."""
     ta, tb, _ = _pair(a, b)
     if min(ta.shape[-2:]) < SSIM_WIN:
         raise InputError(f"SSIM needs images of at least {SSIM_WIN}x{SSIM_WIN}, got {tuple(ta.shape[-2:])}")
-    g = _gauss_window(ta.device)
-    c = ta.shape[1]
-
-    def blur(x):
-        x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-    mu_a, mu_b = blur(ta), blur(tb)
-    var_a = blur(ta * ta) - mu_a ** 2
-    var_b = blur(tb * tb) - mu_b ** 2
-    cov = blur(ta * tb) - mu_a * mu_b
-    c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return ssim_maps(ta, tb, gaussian_window(SSIM_WIN, SSIM_SIGMA, torch.float64), data_range)[0]
 
 
 def ssim(a, b, data_range: float = 1.0, mask=None):
@@ -134,13 +116,12 @@ def ssim(a, b, data_range: float = 1.0, mask=None):
 
 
 def ms_ssim(a, b, data_range: float = 1.0):
-    """Multi-scale SSIM (5 scales, standard weights) via pytorch-msssim; images >= 161 px."""
-    from pytorch_msssim import ms_ssim as _ms_ssim
-
+    """Multi-scale SSIM (5 scales, standard weights); images > 160 px."""
     ta, tb, single = _pair(a, b)
     if min(ta.shape[-2:]) <= 160:
         raise InputError(f"MS-SSIM needs images larger than 160 px, got {tuple(ta.shape[-2:])}")
-    return _out(_ms_ssim(ta.float(), tb.float(), data_range=data_range, size_average=False).double(), single)
+    window = gaussian_window(SSIM_WIN, SSIM_SIGMA, torch.float64)
+    return _out(_ms_ssim(ta, tb, window, torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64), data_range), single)
 
 
 def mask_iou(a, b, threshold: float = 0.5):

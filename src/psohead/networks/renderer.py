@@ -23,6 +23,30 @@ def no_autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+class _PositiveCumprod(torch.autograd.Function):
+    """torch.cumprod for inputs known to be > 0 (transmittances 1 - alpha + 1e-10).
+
+    The gradient is PyTorch's own no-zero formula, reverse cumsum(grad * out) / x; PyTorch first
+    checks the input for zeros with a device-to-host read, which stalls the GPU every step and
+    cannot be recorded in a CUDA graph. Values and gradients are identical."""
+
+    @staticmethod
+    def forward(ctx, x, dim):
+        out = torch.cumprod(x, dim)
+        ctx.save_for_backward(x, out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, out = ctx.saved_tensors
+        return (grad * out).flip(ctx.dim).cumsum(ctx.dim).flip(ctx.dim) / x, None
+
+
+def positive_cumprod(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return _PositiveCumprod.apply(x, dim)
+
+
 class RaySampler(torch.nn.Module):
     """One ray per pixel centre of an R×R image, row-major; unit directions in world space."""
 
@@ -57,7 +81,7 @@ class MipRayMarcher2(torch.nn.Module):
         densities_mid = F.softplus((densities[:, :, :-1] + densities[:, :, 1:]) / 2 - 1)
         alpha = 1 - torch.exp(-densities_mid * deltas)
         alpha_shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
-        return alpha * torch.cumprod(alpha_shifted, -2)[:, :, :-1]
+        return alpha * positive_cumprod(alpha_shifted, -2)[:, :, :-1]
 
     def forward(self, colors, densities, depths, rendering_options: dict, colors_order=None):
         """Samples along each ray in depth order; ``colors_order`` [N,M,S,1] (optional): the colours
@@ -87,7 +111,10 @@ class MipRayMarcher2(torch.nn.Module):
 
 def crop_mask(coordinates: torch.Tensor, box_warp: float, crop: float) -> torch.Tensor:
     """True where a sample lies outside the x/z crop box (y is not constrained)."""
-    return (coordinates[..., [0, 2]].abs() > (box_warp / 2 - crop)).any(dim=-1, keepdim=True)
+    # Two slices, not coordinates[..., [0, 2]]: a list index is a host-to-device copy on every call
+    # (a synchronisation, and not allowed while a CUDA graph is captured).
+    limit = box_warp / 2 - crop
+    return ((coordinates[..., 0].abs() > limit) | (coordinates[..., 2].abs() > limit)).unsqueeze(-1)
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int, deterministic: bool,

@@ -24,6 +24,13 @@ PLANE_AXES = (
 PLANE_COORD_ORDER = ((0, 1, 2), (0, 2, 1), (1, 2, 0))
 
 
+def plane_coordinates(q: torch.Tensor) -> torch.Tensor:
+    """[..., 3] points -> [..., 3(planes), 3] in each plane's (W, H, D) axis order. Built by slicing,
+    not by indexing with an index tensor: that would be a host-to-device copy (a synchronisation,
+    and not allowed inside a CUDA graph) on every call."""
+    return torch.stack([torch.stack([q[..., i] for i in axes], -1) for axes in PLANE_COORD_ORDER], -2)
+
+
 def sample_trigrid(planes: torch.Tensor, coordinates: torch.Tensor, box_warp: float,
                    triplane_depth: int) -> torch.Tensor:
     """Trilinearly sample every plane's volume at world points.
@@ -38,8 +45,7 @@ def sample_trigrid(planes: torch.Tensor, coordinates: torch.Tensor, box_warp: fl
     m = coordinates.shape[1]
     volumes = planes.reshape(n * 3, c, triplane_depth, h, w)
     q = (2 / box_warp) * coordinates
-    order = torch.tensor(PLANE_COORD_ORDER, device=q.device)
-    grid = q[:, :, order].permute(0, 2, 1, 3)  # [N, 3(planes), M, 3(W,H,D)]
+    grid = plane_coordinates(q).permute(0, 2, 1, 3)  # [N, 3(planes), M, 3(W,H,D)]
     grid = grid.reshape(n * 3, 1, 1, m, 3).to(volumes.dtype)
     out = F.grid_sample(volumes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.permute(0, 4, 3, 2, 1).reshape(n, 3, m, c)
@@ -76,9 +82,8 @@ def _gather_trigrid_mean(planes: torch.Tensor, coordinates: torch.Tensor, box_wa
     body = planes.reshape(nb * 3, c, depth * h * w).transpose(1, 2).reshape(-1, c)
     table = F.pad(body, (0, 0, pad, 2 * pad))
     q = (2 / box_warp) * coordinates.to(planes.dtype)
-    order = torch.tensor(PLANE_COORD_ORDER, device=q.device)
     size = torch.tensor([w, h, depth], dtype=q.dtype, device=q.device)
-    pos = ((q[:, :, order] + 1) * size - 1) / 2  # [N, M, plane, (W, H, D)] texel units (align_corners=False)
+    pos = ((plane_coordinates(q) + 1) * size - 1) / 2  # [N, M, plane, (W, H, D)] texel units (align_corners=False)
     pos = torch.nan_to_num(pos, nan=-1.0).clamp(min=-1.0).minimum(size)  # NaN samples 0, as grid_sample
     low = pos.floor()
     frac = pos - low
