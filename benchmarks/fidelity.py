@@ -19,6 +19,7 @@ without losing > 0.3 dB on the front.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import sys
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from psohead.api import load_generator
 from psohead.atomic import atomic_path
 from psohead.camera import FOCAL, apply_offset, yaw_pitch_from_label
-from psohead.inversion.presets import get_preset
+from psohead.inversion.presets import Preset, get_preset
 from psohead.inversion.reconstruct import reconstruct
 from psohead.metrics.geometry import depth_error
 from psohead.metrics.image import mask_iou, psnr, ssim
@@ -146,7 +147,17 @@ def main(argv=None) -> int:
     ap.add_argument("--stage1-steps", type=int, default=None, help="override every preset's stage-1 steps")
     ap.add_argument("--stage2-steps", type=int, default=None, help="override every preset's stage-2 steps "
                                                                    "(0: score the stage-1 latent alone)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a preset field, e.g. --set prior_colour_match=true (repeatable)")
     args = ap.parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(Preset)}
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            ap.error(f"--set: no preset field {key!r}")
+        kind = type(getattr(get_preset("fast"), key))
+        overrides[key] = value.lower() in ("1", "true", "on", "yes") if kind is bool else kind(value)
 
     G = load_generator(args.network, device="cpu")
     heads = head_folders(args.orbits)[:args.heads]
@@ -156,8 +167,9 @@ def main(argv=None) -> int:
             "network": args.network, "heads": [h.name for h in heads]}
     results = {}
     for name in args.presets:
-        preset = get_preset(name, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
+        preset = get_preset(name, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, **overrides)
         tag = name if preset == get_preset(name) else f"{name}[{preset.stage1_steps}+{preset.stage2_steps}]"
+        tag += "".join(f",{k}={v}" for k, v in overrides.items())
         for back in args.backs:
             rows = []
             for folder in heads:

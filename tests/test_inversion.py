@@ -196,3 +196,23 @@ def test_msssim_loss_matches_pytorch_msssim_at_the_window_it_picks(size):
     else:
         expect = 1 - reference.ms_ssim(x01, y01, data_range=1.0, size_average=False, win_size=win)
     assert torch.allclose(losses.MSSSIM()(x, y), expect, atol=2e-6)
+
+
+def test_prior_colour_shift_recovers_a_hair_colour_error_and_moves_the_prior():
+    from inversion_tiny import rendered_target, tiny_generator
+    from psohead.inversion.pseudo_back import prior_colour_shift, prior_views, render_prior
+    from psohead.inversion.targets import TargetView
+
+    G = tiny_generator()
+    image, label, ws = rendered_target(G)
+    render, _ = render_prior(G, ws, label)
+    mask = torch.zeros(1, 1, *render.shape[-2:])
+    mask[..., 20:100, 30:98] = 1  # the "head" of the photo; its top quarter is the hair band
+    shift = torch.tensor([0.2, -0.1, 0.05])
+    photo = render + shift.reshape(1, 3, 1, 1) * mask  # not clamped: the median moves by the shift exactly
+    got = prior_colour_shift(G, ws, TargetView("front", photo, label), mask)
+    assert torch.allclose(got, shift, atol=1e-5)
+    plain = prior_views(G, ws, label)[0].image
+    moved = prior_views(G, ws, label, colour_shift=got)[0].image
+    _, back_mask = render_prior(G, ws, prior_views(G, ws, label)[0].label)
+    assert torch.allclose(moved, (plain + got.reshape(1, 3, 1, 1) * back_mask).clamp(-1, 1), atol=1e-6)

@@ -28,6 +28,7 @@ class Preset:
     ray_start: float | None = 2.35  # the official projector's override; None keeps the network's
     back_augment_degrees: float = 0.0  # extra prior back views at yaw pi +- this
     back_augment_alternate: bool = False  # the two take turns, one per stage-2 step (same mean weight)
+    prior_colour_match: bool = False  # shift the prior's hair colour by the photo-vs-latent error on the front
     video_frames: int = 240
     video_fps: int = 60
     mesh_resolution: int = 256

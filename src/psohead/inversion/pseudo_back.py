@@ -59,7 +59,7 @@ def plan_back(back: str | os.PathLike = "auto", fk_bank: str | os.PathLike | Non
             raise InputError("--back fk needs an FK-Enhance bank (--fk-bank DIR)")
         return BackPlan("fk", fk_bank=Path(fk_bank), requested=requested)
     if requested == "auto":  # prior even with a bank: fk's gain depends on the retrieved image
-        return BackPlan("prior", fk_bank=None if fk_bank is None else Path(fk_bank), requested=requested)
+        return BackPlan("prior", requested=requested)
     path = Path(requested)
     if not path.is_file():
         raise InputError(f"--back must be one of {', '.join(STRATEGIES)} or an image file; not found: {path}")
@@ -101,14 +101,28 @@ def render_prior(G, ws: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
 
 
 def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, augment_degrees: float = 0.0,
-                alternate: bool = False) -> list[TargetView]:
+                alternate: bool = False, colour_shift: torch.Tensor | None = None) -> list[TargetView]:
     """The prior back target(s); ``alternate``: the +-augment views take turns (one per step, twice
-    the weight), which keeps their average weight and saves one render per step."""
+    the weight), which keeps their average weight and saves one render per step. ``colour_shift``
+    [3] is added to the head (weighted by the render's mask), see :func:`prior_colour_shift`."""
     cams = back_cameras(front_label, augment_degrees)
-    images, _ = render_prior(G, ws, torch.cat([lab for _, lab, _ in cams]))
+    images, masks = render_prior(G, ws, torch.cat([lab for _, lab, _ in cams]))
+    if colour_shift is not None:
+        images = (images + colour_shift.to(images).reshape(1, 3, 1, 1) * masks).clamp(-1, 1)
     return [TargetView(name, images[i:i + 1].cpu(), lab.cpu(), weight, None, "prior",
                        AUGMENT_CYCLE if alternate and i > 0 else None)
             for i, (name, lab, weight) in enumerate(cams)]
+
+
+def prior_colour_shift(G, ws: torch.Tensor, front: TargetView, front_mask: torch.Tensor) -> torch.Tensor:
+    """Photo minus stage-1 render [3]: median colour of the hair band (the top quarter of the
+    photo's mask [1,1,h,w]). What the latent got wrong on the hair the photo shows, which the
+    unseen back of the head shares."""
+    size = front.image.shape[-2:]
+    render, _ = render_prior(G, ws, front.label)
+    render = F.interpolate(render.cpu(), size=size, mode="area")
+    mask = F.interpolate(front_mask.float().cpu(), size=size, mode="bilinear", align_corners=False)
+    return hair_colour(front.image.cpu().float(), mask) - hair_colour(render, mask)
 
 
 # ---------------------------------------------------------------------------------------------

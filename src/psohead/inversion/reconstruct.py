@@ -20,8 +20,8 @@ from .pivotal import PivotalConfig, tune
 from .precision import check_precision
 from .presets import Preset, get_preset, resolve_device
 from .projector import ProjectorConfig, latent_stats, project
-from .pseudo_back import (BackPlan, back_cameras, fk_view, photo_view, plan_back, prior_views,
-                          reference_back_mask, render_prior)
+from .pseudo_back import (BackPlan, back_cameras, fk_view, photo_view, plan_back, prior_colour_shift,
+                          prior_views, reference_back_mask, render_prior)
 from .targets import TargetView
 
 EXTRA_VIEW_WEIGHT = 1.0  # a real photo counts like the front one
@@ -169,7 +169,12 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
     t = time.perf_counter()
     pivot_back, _ = render_prior(G, s1.ws, back_cameras(prepared.label)[0][1])
     if plan.kind in ("prior", "fk"):  # with fk too: +0.3 dB on backs, better silhouette (BENCHMARKS.md)
-        views += prior_views(G, s1.ws, prepared.label, cfg.back_augment_degrees, cfg.back_augment_alternate)
+        shift = None
+        if cfg.prior_colour_match and prepared.mask is not None:
+            shift = prior_colour_shift(G, s1.ws, front, mask_tensor(prepared.mask, res))
+            back_record["prior_colour_shift"] = [round(float(v), 4) for v in shift]
+        views += prior_views(G, s1.ws, prepared.label, cfg.back_augment_degrees, cfg.back_augment_alternate,
+                             colour_shift=shift)
     timings["pseudo_back"] = time.perf_counter() - t
 
     G_t, s2 = tune(G, s1.ws, views, loss_fn, PivotalConfig(num_steps=cfg.stage2_steps, learning_rate=cfg.stage2_lr,
