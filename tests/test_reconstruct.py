@@ -119,8 +119,9 @@ def test_cli_with_network_file(tiny, tmp_path):
     out = tmp_path / "result"
     assert main(["reconstruct", str(crop), "--out", str(out), "--network", str(net), "--preset", "fast",
                  "--stage1-steps", "1", "--stage2-steps", "1", "--video-frames", "4", "--mesh-resolution", "32",
-                 "--back", "none", "--quiet"]) == 0
+                 "--back", "none", "--no-cuda-graphs", "--quiet"]) == 0
     summary = json.loads((out / "reconstruction.json").read_text())
+    assert summary["settings"]["preset"]["cuda_graphs"] is False
     assert summary["settings"]["label_source"] == "dataset.json"
     assert summary["settings"]["preset"]["video_frames"] == 4 and summary["back"]["used"] == "none"
     assert [v["name"] for v in summary["views"]] == ["front"]

@@ -25,8 +25,16 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video-frames", type=int, default=None, help="override the preset's turntable frames")
     p.add_argument("--mesh-resolution", type=int, default=None, help="override the preset's mesh grid size")
     p.add_argument("--seed", type=int, default=666)
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="run every optimisation step eagerly on CUDA (default: replay them as CUDA graphs)")
     p.add_argument("--density", action="store_true", help="also write density.mrc")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def preset_overrides(args: argparse.Namespace) -> dict:
+    """Preset fields set on the command line (None = the preset's own)."""
+    return {"video_frames": args.video_frames, "mesh_resolution": args.mesh_resolution,
+            "cuda_graphs": False if args.no_cuda_graphs else None}
 
 
 def shared_kwargs(args: argparse.Namespace) -> dict:
@@ -60,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inversion.presets import get_preset
     from ..inversion.reconstruct import reconstruct
 
-    preset = get_preset(args.preset, video_frames=args.video_frames,
-                        mesh_resolution=args.mesh_resolution)
+    preset = get_preset(args.preset, **preset_overrides(args))
     rec = reconstruct(args.input, args.out, label=args.label, mask=args.mask, preset=preset,
                       extra_views=args.extra_view, device=args.device, progress=not args.quiet,
                       **shared_kwargs(args))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .reconstruct import add_shared_options, shared_kwargs
+from .reconstruct import add_shared_options, preset_overrides, shared_kwargs
 
 
 def register(subparsers) -> None:
@@ -32,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = reconstruct_batch(args.inputs, args.out, devices=args.devices, procs_per_device=args.procs,
                                preset=args.preset, progress=not args.quiet,
-                               preset_overrides={"video_frames": args.video_frames,
-                                                 "mesh_resolution": args.mesh_resolution},
+                               preset_overrides=preset_overrides(args),
                                **shared_kwargs(args))
     counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts().items()))
     print(f"{counts} in {result.seconds:.1f} s on {len(result.devices)} worker(s): "

@@ -300,9 +300,9 @@ def reconstruct_batch(inputs, out: str | os.PathLike, *, devices="auto", procs_p
     """Reconstruct every photo of ``inputs`` (files and/or folders) into ``out/<stem>/``.
 
     One worker process per entry of ``devices`` (``"cpu,cpu"``, ``["cuda:0", "cuda:1"]``, ``auto``),
-    ``procs_per_device`` each. ``preset`` (``auto`` = fast) takes ``preset_overrides`` (e.g. ``{"video_frames": 24}``); other keyword options
-    go to :func:`psohead.reconstruct` unchanged. Photos already complete in ``out`` are skipped,
-    so a rerun resumes a killed batch.
+    ``procs_per_device`` each. ``preset`` (``auto`` = fast) takes ``preset_overrides`` (e.g.
+    ``{"video_frames": 24}``); other keyword options go to :func:`psohead.reconstruct` unchanged.
+    Photos already complete in ``out`` are skipped, so a rerun resumes a killed batch.
     """
     from tqdm.auto import tqdm
 
