@@ -3,8 +3,8 @@
 ``official`` follows spec section 6 (500 + 500 steps, official loss weights, ray_start 2.35)
 with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fast``: fewer steps
 with the same schedule shape, deterministic ray samples (less noise per step, so fewer steps are
-needed; on CUDA it also lets every step replay as a CUDA graph), +-30 degree prior back views,
-smaller video and mesh. ``auto`` = ``fast`` on every device: the fidelity benchmark finds it as
+needed; on CUDA it also lets every step replay as a CUDA graph), +-30 degree prior back views
+with the colour match, smaller video and mesh. ``auto`` = ``fast`` on every device: the fidelity benchmark finds it as
 good on the front and better on the back than ``official`` (BENCHMARKS.md).
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ class Preset:
 PRESETS = {
     "official": Preset("official", 500, 500),
     "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=30.0,
-                   back_augment_alternate=True, video_frames=72, video_fps=24, mesh_resolution=128,
+                   back_augment_alternate=True, prior_colour_match=True, video_frames=72, video_fps=24,
+                   mesh_resolution=128,
                    render_batch=8),
 }
 PRESET_NAMES = ("auto", *PRESETS)
