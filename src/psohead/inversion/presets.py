@@ -43,8 +43,7 @@ PRESETS = {
     "official": Preset("official", 500, 500),
     "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=30.0,
                    back_augment_alternate=True, prior_colour_match=True, video_frames=72, video_fps=24,
-                   mesh_resolution=128,
-                   render_batch=8),
+                   mesh_resolution=128, render_batch=8),
 }
 PRESET_NAMES = ("auto", *PRESETS)
 
