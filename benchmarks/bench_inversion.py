@@ -253,7 +253,8 @@ def main(argv=None) -> int:
              "|---|---|---|---|---|---|"]
     for r in rows:
         peak = "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.2f}"
-        lines.append(f"| {r['precision']} | {'on' if r['cuda_graphs'] else 'off'} | {r['stage1_s_per_step']:.4f} | {r['stage2_s_per_step']:.4f} | "
+        graphs = "on" if r["cuda_graphs"] else "off"
+        lines.append(f"| {r['precision']} | {graphs} | {r['stage1_s_per_step']:.4f} | {r['stage2_s_per_step']:.4f} | "
                      f"{r['per_photo_s']:.1f} | {peak} |")
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     return 0

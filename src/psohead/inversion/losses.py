@@ -270,8 +270,8 @@ class MSSSIM(PerceptualLoss):
     """1 - MS-SSIM (5 scales) on [0,1] images, compared at most at 256 px like the official LPIPS.
 
     MS-SSIM needs side > 16 * (win_size - 1), so small renders get a smaller window
-    (128 px: 7); below 48 px a single-scale SSIM is used. Window and scale weights are buffers,
-    so they live on the loss's device (no per-step host-to-device copy).
+    (128 px: 7); below 48 px a single-scale SSIM is used. The scale weights are a buffer and each
+    window is made once per device, so no step copies anything from the host.
     """
 
     name = "msssim"

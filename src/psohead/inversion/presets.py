@@ -4,8 +4,8 @@
 with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fast``: fewer steps
 with the same schedule shape, deterministic ray samples (less noise per step, so fewer steps are
 needed; on CUDA it also lets every step replay as a CUDA graph), +-30 degree prior back views
-with the colour match, smaller video and mesh. ``auto`` = ``fast`` on every device: the fidelity benchmark finds it as
-good on the front and better on the back than ``official`` (BENCHMARKS.md).
+with the colour match, smaller video and mesh. ``auto`` = ``fast`` on every device: the fidelity
+benchmark finds it as good on the front and better on the back than ``official`` (BENCHMARKS.md).
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ Strategies (the official code leaves the back image to the user):
 
 * ``none``  - front only: plain PTI.
 * ``prior`` - the stage-1 latent rendered at the back camera (and optionally at +-N degrees
-  around it) before tuning, so tuning the weights cannot wreck the unseen side.
+  around it) before tuning, so tuning the weights cannot wreck the unseen side; optionally
+  shifted by the hair-colour error the latent makes on the front (``prior_colour_shift``).
 * ``fk``    - the FK-Enhance back image whose silhouette best matches the expected back
   silhouette, recoloured to the photo's hair colour; stage 2 also gets the prior views (the bank
   image sets silhouette and colour, the prior keeps the latent's own back detail).

@@ -114,13 +114,12 @@ def views_loss(images: torch.Tensor, views: list[TargetView], perceptual: Percep
     """
     targets = (cache.get(views, images, perceptual) if cache is not None else
                prepare_targets(views, images.shape[-2:], images.dtype, images.device))
-    weights = targets.weights
     mse = masked_mse(images, targets.raw, targets.masks)
     if targets.masks is not None:
         images = images * targets.masks - (1 - targets.masks)
     perc = (perceptual(images, targets.compared, targets.features) if perceptual_weight
             else torch.zeros_like(mse))
-    loss = (weights * (mse_weight * mse + perceptual_weight * perc)).sum()
+    loss = (targets.weights * (mse_weight * mse + perceptual_weight * perc)).sum()
     return loss, torch.stack([mse, perc]).detach()
 
 
