@@ -11,8 +11,8 @@ result at its ground-truth camera (with the reconstruction's camera offset, as t
 and compared: PSNR, SSIM, mask IoU, depth error (mean |z| error in world units where both the
 ground truth and the render see the head) and identity similarity (dlib face descriptor, cosine;
 only where dlib finds a face in both). Rows are averaged per |yaw| bucket for every (back strategy, preset).
-Writes benchmarks/results/NAME.{json,md} (``--name``, default fidelity) after every (strategy, preset),
-so a run cut short keeps what it finished. ``--stage1-steps/--stage2-steps`` override the presets'
+Writes benchmarks/results/NAME.{json,md} (``--name``, default fidelity) after every head, so a run
+cut short keeps what it finished (the table says how many heads a row has). ``--stage1-steps/--stage2-steps`` override the presets'
 step counts (``--stage2-steps 0`` scores the stage-1 latent alone). Goal: prior beats none by >= 1.5 dB PSNR on back buckets
 without losing > 0.3 dB on the front.
 """
@@ -174,9 +174,10 @@ def main(argv=None) -> int:
             rows = []
             for folder in heads:
                 rows += evaluate_head(G, folder, back, preset, args.fk_bank, args.device)
-            results[f"{back}/{tag}"] = {"buckets": bucket_table(rows), "rows": rows}
+                results[f"{back}/{tag}"] = {"buckets": bucket_table(rows), "rows": rows,
+                                            "heads": sorted({r["head"] for r in rows})}
+                write_results(args.name, meta, results)  # after every head: a run cut short keeps what it did
             print(back, tag, json.dumps(results[f"{back}/{tag}"]["buckets"]), flush=True)
-            write_results(args.name, meta, results)  # after every row: a run cut short keeps what it did
     return 0
 
 
@@ -188,6 +189,9 @@ def write_results(name: str, meta: dict, results: dict) -> None:
              "| back / preset | yaw | n | PSNR | SSIM | mask IoU | depth err | identity |",
              "|---|---|---|---|---|---|---|---|"]
     for key, res in results.items():
+        done = len(res.get("heads", meta["heads"]))
+        if done < len(meta["heads"]):
+            key = f"{key} ({done} of {len(meta['heads'])} heads)"
         for bucket, m in res["buckets"].items():
             ident = "-" if m["identity"] is None else f"{m['identity']:.3f}"
             depth = "-" if m["depth_err"] is None else f"{m['depth_err']:.3f}"

@@ -198,21 +198,30 @@ def test_msssim_loss_matches_pytorch_msssim_at_the_window_it_picks(size):
     assert torch.allclose(losses.MSSSIM()(x, y), expect, atol=2e-6)
 
 
-def test_prior_colour_shift_recovers_a_hair_colour_error_and_moves_the_prior():
+def test_prior_colour_shift_gives_the_prior_head_the_photos_hair_colour():
     from inversion_tiny import rendered_target, tiny_generator
     from psohead.inversion.pseudo_back import prior_colour_shift, prior_views, render_prior
     from psohead.inversion.targets import TargetView
 
-    G = tiny_generator()
-    image, label, ws = rendered_target(G)
-    render, _ = render_prior(G, ws, label)
-    mask = torch.zeros(1, 1, *render.shape[-2:])
-    mask[..., 20:100, 30:98] = 1  # the "head" of the photo; its top quarter is the hair band
-    shift = torch.tensor([0.2, -0.1, 0.05])
-    photo = render + shift.reshape(1, 3, 1, 1) * mask  # not clamped: the median moves by the shift exactly
-    got = prior_colour_shift(G, ws, TargetView("front", photo, label), mask)
-    assert torch.allclose(got, shift, atol=1e-5)
-    plain = prior_views(G, ws, label)[0].image
-    moved = prior_views(G, ws, label, colour_shift=got)[0].image
-    _, back_mask = render_prior(G, ws, prior_views(G, ws, label)[0].label)
-    assert torch.allclose(moved, (plain + got.reshape(1, 3, 1, 1) * back_mask).clamp(-1, 1), atol=1e-6)
+    size = (128, 128)
+    mask = torch.zeros(1, 1, *size)
+    mask[..., 20:100, 30:98] = 1
+    hair = torch.tensor([0.05, -0.1, 0.12])  # the photo's head: this colour in its top quarter, noise below
+    photo = torch.rand(1, 3, *size) * 2 - 1
+    photo[..., 20:40, 30:98] = hair.reshape(1, 3, 1, 1)
+    back = torch.rand(1, 3, *size) * 1.6 - 0.8  # a back render: head in rows 10-65 (the top half), shoulders below
+    back[..., 66:, :] = 0.9
+    back_mask = torch.zeros(1, 1, *size)
+    back_mask[..., 10:120, 40:90] = 1
+    front = TargetView("front", photo, torch.zeros(1, 25))
+    shift = prior_colour_shift(front, mask, back, back_mask)
+    shifted_head = (back + shift.reshape(1, 3, 1, 1))[0, :, 10:66, 40:90].flatten(1)
+    assert torch.allclose(shifted_head.median(1).values, hair, atol=1e-6)
+    assert torch.equal(prior_colour_shift(front, mask, back, torch.zeros_like(back_mask)), torch.zeros(3))
+
+    G = tiny_generator()  # prior_views adds the shift weighted by each render's own mask
+    _, label, ws = rendered_target(G)
+    plain, moved = prior_views(G, ws, label)[0].image, prior_views(G, ws, label, colour_shift=shift)[0].image
+    _, render_mask = render_prior(G, ws, prior_views(G, ws, label)[0].label)
+    assert torch.allclose(moved, (plain + shift.reshape(1, 3, 1, 1) * render_mask).clamp(-1, 1), atol=1e-6)
+    assert not torch.allclose(moved, plain)

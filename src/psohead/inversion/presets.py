@@ -4,7 +4,7 @@
 with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fast``: fewer steps
 with the same schedule shape, deterministic ray samples (less noise per step, so fewer steps are
 needed; on CUDA it also lets every step replay as a CUDA graph), +-30 degree prior back views
-with the colour match, smaller video and mesh. ``auto`` = ``fast`` on every device: the fidelity
+in the photo's hair colour, smaller video and mesh. ``auto`` = ``fast`` on every device: the fidelity
 benchmark finds it as good on the front and better on the back than ``official`` (BENCHMARKS.md).
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ class Preset:
     ray_start: float | None = 2.35  # the official projector's override; None keeps the network's
     back_augment_degrees: float = 0.0  # extra prior back views at yaw pi +- this
     back_augment_alternate: bool = False  # the two take turns, one per stage-2 step (same mean weight)
-    prior_colour_match: bool = False  # shift the prior's hair colour by the photo-vs-latent error on the front
+    prior_weight: float = 0.3  # loss weight of the prior back views together (official back label: 0.3)
+    prior_colour_match: bool = False  # shift the prior's head to the hair colour the photo shows
     video_frames: int = 240
     video_fps: int = 60
     mesh_resolution: int = 256

@@ -167,14 +167,14 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
     timings["stage1"] = s1.seconds
 
     t = time.perf_counter()
-    pivot_back, _ = render_prior(G, s1.ws, back_cameras(prepared.label)[0][1])
+    pivot_back, pivot_mask = render_prior(G, s1.ws, back_cameras(prepared.label)[0][1])
     if plan.kind in ("prior", "fk"):  # with fk too: +0.3 dB on backs, better silhouette (BENCHMARKS.md)
         shift = None
         if cfg.prior_colour_match and prepared.mask is not None:
-            shift = prior_colour_shift(G, s1.ws, front, mask_tensor(prepared.mask, res))
+            shift = prior_colour_shift(front, mask_tensor(prepared.mask, res), pivot_back, pivot_mask)
             back_record["prior_colour_shift"] = [round(float(v), 4) for v in shift]
         views += prior_views(G, s1.ws, prepared.label, cfg.back_augment_degrees, cfg.back_augment_alternate,
-                             colour_shift=shift)
+                             colour_shift=shift, weight=cfg.prior_weight)
     timings["pseudo_back"] = time.perf_counter() - t
 
     G_t, s2 = tune(G, s1.ws, views, loss_fn, PivotalConfig(num_steps=cfg.stage2_steps, learning_rate=cfg.stage2_lr,
