@@ -23,6 +23,9 @@ from ..camera import format_label
 from .imageio import to_uint8
 
 VIEW_YAWS_DEG = (0, 45, 90, 135, 180, 225, 270, 315)
+# Views per render call on the CPU when the preset leaves it open: the renderer's large
+# per-sample tensors are memory-bound there, 2 views per call measured 20% faster per view than 8.
+CPU_RENDER_BATCH = 2
 OUTPUT_FILES = ("crop.png", "label.json", "views.png", "front.png", "back.png", "turntable.mp4", "head.ply",
                 "head.obj", "head.glb", "latent.safetensors", "generator.safetensors", "report.html",
                 "reconstruction.json")
@@ -80,6 +83,7 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
     timings = {}
     with atomic_dir(out) as tmp:
         G, ws, delta = rec.G, rec.ws, rec.delta
+        batch = cfg.render_batch or (8 if ws.device.type == "cuda" else CPU_RENDER_BATCH)
         t = time.perf_counter()
         rec.crop.save(tmp / "crop.png")
         if rec.mask is not None:
@@ -87,7 +91,7 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
         (tmp / "label.json").write_text(json.dumps({"label": format_label(rec.label[0]),
                                                     "delta": rec.delta[0].tolist()}, indent=1) + "\n")
         views = render_views(G, ws, [math.radians(a) for a in VIEW_YAWS_DEG], delta=delta,
-                             batch_size=cfg.render_batch, deterministic=True)
+                             batch_size=batch, deterministic=True)
         save_grid(views, tmp / "views.png", cols=4, captions=[f"yaw {a}" for a in VIEW_YAWS_DEG])
         front_render = to_uint8(rec.render(rec.render_label))[0]
         crop = np.asarray(rec.crop.resize(front_render.shape[1::-1]))
@@ -100,7 +104,7 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
 
         t = time.perf_counter()
         write_turntable(G, ws, tmp / "turntable.mp4", frames=cfg.video_frames, fps=cfg.video_fps, delta=delta,
-                        batch_size=cfg.render_batch, progress=progress)
+                        batch_size=batch, progress=progress)
         timings["video"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -33,7 +33,7 @@ class Preset:
     video_frames: int = 240
     video_fps: int = 60
     mesh_resolution: int = 256
-    render_batch: int = 4
+    render_batch: int | None = None  # views per render call for the outputs; None: 8 on CUDA, 2 on CPU
     cuda_graphs: bool = True  # replay each optimisation step as a CUDA graph on CUDA devices
 
     def to_dict(self) -> dict:
@@ -44,7 +44,7 @@ PRESETS = {
     "official": Preset("official", 500, 500),
     "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=30.0,
                    back_augment_alternate=True, prior_colour_match=True, video_frames=72, video_fps=24,
-                   mesh_resolution=128, render_batch=8),
+                   mesh_resolution=128),
 }
 PRESET_NAMES = ("auto", *PRESETS)
 
