@@ -107,6 +107,24 @@ def test_back_camera_is_front_turned_by_pi():
     assert float(radius) == pytest.approx(2.7, abs=1e-4)
 
 
+@pytest.mark.parametrize("weight", [0.3, 0.6])
+def test_prior_views_share_the_prior_weight_and_average_it_when_alternating(weight):
+    from inversion_tiny import rendered_target, tiny_generator
+    from psohead.inversion.pseudo_back import prior_views
+    from psohead.inversion.targets import step_views
+
+    G = tiny_generator()
+    _, label, ws = rendered_target(G)
+    views = prior_views(G, ws, label, augment_degrees=30.0, alternate=True, weight=weight)
+    assert [v.name for v in views] == ["back", "back+30", "back-30"]
+    assert sum(v.weight for v in views) == pytest.approx(weight)
+    yaws = [float(yaw_pitch_from_label(v.label)[0]) for v in views]
+    turn = (yaws[1] - yaws[0] + math.pi) % (2 * math.pi) - math.pi
+    assert turn == pytest.approx(math.radians(30), abs=1e-4)
+    per_step = [sum(v.weight for v in step_views(views, step)[1]) for step in range(4)]
+    assert per_step == pytest.approx([weight] * 4)  # one of the +-30 views per step, at twice its weight
+
+
 def test_plan_back(tmp_path):
     assert plan_back("none").kind == "none"
     assert plan_back("auto").kind == "prior"
