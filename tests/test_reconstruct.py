@@ -73,6 +73,7 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
     assert torch.equal(load_latent(out / "latent.safetensors").ws.reshape(rec.ws.shape), rec.ws.cpu())
     assert Image.open(out / "views.png").size == (4 * 128, 2 * 128)
+    assert Image.open(out / "back.png").size == (2 * 128, 128)  # pivot | final: the prior is the pivot
     assert "<video" in (out / "report.html").read_text()
 
     # A run killed while writing leaves the previous complete output untouched and no new folder.
@@ -153,3 +154,28 @@ def test_fk_back_supervises_both_stages_and_adds_the_prior_in_stage_2(tiny, tmp_
     assert sources.count("fk") == 1 and sources.count("prior") >= 1 and sources[0] == "input"
     s1_views = [k for k in rec.history["stage1"] if k.startswith("mse_")]
     assert s1_views == ["mse_front", "mse_back"]  # the FK image already supervised stage 1
+
+
+def test_colour_matched_prior_is_recorded_shown_and_moves_the_target(tiny, tmp_path):
+    from psohead.inversion.reconstruct import reconstruct
+
+    _, image, label, _ = tiny  # the bundled model below: the tiny one renders no opaque head to recolour
+    mask = torch.zeros(128, 128)
+    mask[16:120, 24:104] = 1
+    photo = image.clone()
+    photo[..., 16:42, 24:104] = torch.tensor([0.6, 0.2, -0.3]).reshape(1, 3, 1, 1)  # the hair band
+    out = tmp_path / "out"
+    rec = reconstruct(photo, out, label=label[0], mask=mask.numpy(), network="default", back="prior",
+                      progress=False, preset=_preset(2, 1, prior_colour_match=True))
+    shift = torch.tensor(json.loads((out / "reconstruction.json").read_text())["back"]["prior_colour_shift"])
+    assert shift.shape == (3,) and shift.abs().max() > 0.05
+    target = next(v.image for v in rec.views if v.name == "back" and v.source == "prior")
+    # shift x the render's mask in [0,1], per channel (clamping to [-1,1] only shrinks it); 0.02 allows
+    # for the pivot's back being rendered alone and the target in a batch with the +-30 degree views
+    moved = target - rec.pivot_back.clamp(-1, 1)
+    for ch in range(3):
+        lo, hi = sorted((0.0, float(shift[ch])))
+        assert float(moved[0, ch].min()) >= lo - 0.02 and float(moved[0, ch].max()) <= hi + 0.02
+        if abs(float(shift[ch])) > 0.05:
+            assert float(moved[0, ch].abs().max()) > 0.5 * abs(float(shift[ch]))
+    assert Image.open(out / "back.png").size == (3 * 128, 128)  # pivot | colour-shifted target | final

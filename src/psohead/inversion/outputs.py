@@ -98,7 +98,9 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
         save_image(_side_by_side(crop, front_render), tmp / "front.png")
         back_render = to_uint8(rec.render(rec.back_label()))[0]
         panels = [to_uint8(rec.pivot_back)[0]]
-        panels += [to_uint8(v.image)[0] for v in rec.views if v.name == "back" and v.source != "prior"]
+        # the back target, unless it is the pivot's render unchanged (a prior without colour shift)
+        panels += [to_uint8(v.image)[0] for v in rec.views if v.name == "back"
+                   and (v.source != "prior" or "prior_colour_shift" in rec.back)]
         save_image(_side_by_side(*panels, back_render), tmp / "back.png")
         timings["views"] = time.perf_counter() - t
 
