@@ -42,11 +42,6 @@ from psohead.training.dataset import HeadDataset
 TARGETS = ("prior", "front-error", "hair", "oracle")
 
 
-def head_median(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    sel = mask[0, 0] > 0.5
-    return image[0][:, sel].median(1).values if sel.any() else torch.zeros(3)
-
-
 def score_head(G, folder: Path, device: str) -> dict:
     ds = HeadDataset(folder)
     yaws = yaw_pitch_from_label(ds.raw_labels)[0].rad2deg().abs()
@@ -65,7 +60,7 @@ def score_head(G, folder: Path, device: str) -> dict:
     shifts = {"prior": torch.zeros(3),
               "front-error": hair_colour(front.image, photo_mask) - hair_colour(render_front.cpu(), photo_mask),
               "hair": prior_colour_shift(front, photo_mask, back, back_mask),
-              "oracle": head_median(gt, gt_m) - head_median(back, back_mask)}
+              "oracle": hair_colour(gt, gt_m, band=1.0) - hair_colour(back, back_mask, band=1.0)}
     gt_u8 = gt_img.permute(1, 2, 0).numpy()
     out = {}
     for name, shift in shifts.items():

@@ -174,8 +174,7 @@ def main(argv=None) -> int:
             rows = []
             for folder in heads:
                 rows += evaluate_head(G, folder, back, preset, args.fk_bank, args.device)
-                results[f"{back}/{tag}"] = {"buckets": bucket_table(rows), "rows": rows,
-                                            "heads": sorted({r["head"] for r in rows})}
+                results[f"{back}/{tag}"] = {"buckets": bucket_table(rows), "rows": rows}
                 write_results(args.name, meta, results)  # after every head: a run cut short keeps what it did
             print(back, tag, json.dumps(results[f"{back}/{tag}"]["buckets"]), flush=True)
     return 0
@@ -189,7 +188,7 @@ def write_results(name: str, meta: dict, results: dict) -> None:
              "| back / preset | yaw | n | PSNR | SSIM | mask IoU | depth err | identity |",
              "|---|---|---|---|---|---|---|---|"]
     for key, res in results.items():
-        done = len(res.get("heads", meta["heads"]))
+        done = len({r["head"] for r in res["rows"]})
         if done < len(meta["heads"]):
             key = f"{key} ({done} of {len(meta['heads'])} heads)"
         for bucket, m in res["buckets"].items():

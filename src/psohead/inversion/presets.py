@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ..errors import InputError
+from .targets import BACK_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Preset:
     ray_start: float | None = 2.35  # the official projector's override; None keeps the network's
     back_augment_degrees: float = 0.0  # extra prior back views at yaw pi +- this
     back_augment_alternate: bool = False  # the two take turns, one per stage-2 step (same mean weight)
-    prior_weight: float = 0.3  # loss weight of the prior back views together (official back label: 0.3)
+    prior_weight: float = BACK_WEIGHT  # loss weight of the prior back views together (official back label's)
     prior_colour_match: bool = False  # shift the prior's head to the hair colour the photo shows
     video_frames: int = 240
     video_fps: int = 60
