@@ -176,6 +176,7 @@ def main(argv=None) -> int:
                 rows += evaluate_head(G, folder, back, preset, args.fk_bank, args.device)
                 results[f"{back}/{tag}"] = {"buckets": bucket_table(rows), "rows": rows}
                 write_results(args.name, meta, results)  # after every head: a run cut short keeps what it did
+                print(f"{back}/{tag}: {folder.name} done", flush=True)
             print(back, tag, json.dumps(results[f"{back}/{tag}"]["buckets"]), flush=True)
     return 0
 
