@@ -123,16 +123,15 @@ def test_written_files_get_the_umask_mode(tmp_path):
     import os
 
     from psohead.checkpoint.safetensors_io import save_network
-    from psohead.cli.networks import _write_png
-    from psohead.preprocess.batch import _write_json
+    from psohead.atomic import write_image, write_json
 
     old = os.umask(0o022)
     try:
         net = save_network(torch.nn.Linear(2, 2), tmp_path / "net.safetensors", kind="generator", config={})
         png = tmp_path / "grid.png"
-        _write_png(np.zeros((4, 4, 3), np.uint8), png)
+        write_image(png, np.zeros((4, 4, 3), np.uint8))
         js = tmp_path / "x.json"
-        _write_json(js, {})
+        write_json(js, {})
         for path in (net, png, js):
             assert os.stat(path).st_mode & 0o777 == 0o644, path
     finally:

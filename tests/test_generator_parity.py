@@ -133,11 +133,14 @@ def test_sample_truncated_equals_sample_mixed(G, io):
     with torch.no_grad():
         a = G.sample(coords, dirs, io["z"], io["caseA/c"], truncation_psi=0.7, truncation_cutoff=14,
                      noise_mode="const")
-        b = G.sample_mixed(coords, dirs, io["ws_psi0.7_cutoff14"], truncation_psi=0.7, truncation_cutoff=14,
-                           noise_mode="const")
+        ws = G.mapping(io["z"], io["caseA/c"], truncation_psi=0.7, truncation_cutoff=14)
+        b = G.sample_mixed(coords, dirs, ws, truncation_psi=0.7, truncation_cutoff=14, noise_mode="const")
+        official = G.sample_mixed(coords, dirs, io["ws_psi0.7_cutoff14"], noise_mode="const")
     for key in ("sigma", "rgb"):
         assert_close(f"sample/{key}", a[key], io[f"sample_psi0.7_cutoff14/{key}"], MID)
-        assert_close(f"sample_mixed/{key}", b[key], io[f"sample_mixed_psi0.7_cutoff14/{key}"], MID)
+        assert_close(f"sample_mixed/{key}", official[key], io[f"sample_mixed_psi0.7_cutoff14/{key}"], MID)
+        # sample is mapping + sample_mixed exactly (the official ws differ from ours in the last bits,
+        # by how much depends on the CPU's kernels, so that pair is only close)
         assert torch.equal(a[key], b[key])
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from psohead.atomic import partial_path
 from psohead.networks.config import DiscriminatorConfig, GeneratorConfig
 from psohead.training.loop import build_discriminator, build_generator
 from psohead.training.snapshot import LATEST, load_snapshot
@@ -122,6 +123,7 @@ def test_sigkilled_run_resumes_from_its_snapshot(tmp_path):
     n_logged = len(_log(run))
     # The kill cannot be timed to land inside a write: leave what such a kill leaves behind.
     (run / f".{LATEST}.tmp-{proc.pid}").write_bytes(b"half a snapshot")
+    partial_path(run / "fakes000004.png").write_bytes(b"half a grid")
 
     (summary,) = _run(cmd + ["--resume", str(run)])  # data, options, device: from the snapshot
     assert summary["complete"] and summary["kimg"] == pytest.approx(target)

@@ -37,7 +37,7 @@ def run(report_dir: Path, argv: list[str]) -> int:
     update_ema = loop.update_ema
     loop.PanoHeadLoss, loop.update_ema = RecordingLoss, recording_ema
     loop.save_snapshot = counting(loop.save_snapshot, "snapshots")
-    loop.save_png = counting(loop.save_png, "grids")
+    loop.write_image = counting(loop.write_image, "grids")
     rc = main(["train", *argv])
     report = {name: net.state_dict() for name, net in nets.items()}
     report.update(writes=writes, world=int(os.environ.get("WORLD_SIZE", "1")))

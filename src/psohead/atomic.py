@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -14,7 +15,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     rename it onto ``path`` when the block succeeds, delete it when the block raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{path.suffix}")
+    tmp = partial_path(path)
     try:
         yield tmp
         # Some writers (safetensors) create 0600 files; outputs get the mode a plain open() gives.
@@ -25,7 +26,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+PARTIAL_GLOB = ".*.partial*"  # what partial_path names, for clean-up of writes killed half-way
+
+
+def partial_path(path: Path) -> Path:
+    """A fresh hidden temp name beside ``path`` that keeps its suffix."""
+    return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{path.suffix}")
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
     return mask
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def write_image(path: str | os.PathLike, image, **save_options) -> Path:
+    """A uint8 [H,W] or [H,W,3] array as an image file (format from the suffix, e.g. .png);
+    ``save_options`` go to PIL (``compress_level=1`` for bulk dataset writing)."""
+    import numpy as np
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image)).save(tmp, **save_options)
+    return Path(path)

@@ -105,14 +105,15 @@ def _yaws(text: str) -> list[float]:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from ..export.views import render_views, save_grid, save_image
+    from ..atomic import write_image
+    from ..export.views import render_views, save_grid
 
     yaws = _yaws(args.yaws)
     G, ws, delta = _load(args)
     views = render_views(G, ws, [math.radians(y) for y in yaws], pitch=math.radians(args.pitch), delta=delta,
                          key=args.kind, batch_size=args.batch, neural_rendering_resolution=args.render_resolution)
     if len(views) == 1:
-        out = save_image(views[0], args.out)
+        out = write_image(args.out, views[0])
     else:
         out = save_grid(views, args.out, cols=args.cols, captions=[f"yaw {y:g}" for y in yaws])
     print(f"wrote {out} ({len(views)} view{'s' if len(views) > 1 else ''})")

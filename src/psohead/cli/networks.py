@@ -6,7 +6,7 @@ import math
 import re
 from pathlib import Path
 
-from ..atomic import atomic_path
+from ..atomic import write_image
 from ..errors import InputError
 
 
@@ -122,14 +122,6 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_png(image, path: Path) -> None:
-    """uint8 HWC array -> PNG, written to a temp file and renamed so readers never see half a file."""
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-
-
 def _depth_rows(out: dict, size) -> "np.ndarray":
     """uint8 depth images (near = bright) stretched over the head's own depth range, background black.
 
@@ -181,10 +173,10 @@ def run_generate(args: argparse.Namespace) -> int:
             out = G.synthesis(ws, c, noise_mode="const", deterministic=args.deterministic)
         img = to_uint8(out["image"])
         for (yaw, pitch), im in zip(views, img):
-            _write_png(im, outdir / f"seed{seed:04d}_yaw{yaw:g}_pitch{pitch:g}.png")
+            write_image(outdir / f"seed{seed:04d}_yaw{yaw:g}_pitch{pitch:g}.png", im)
         rows.append(np.concatenate(list(img), axis=1))
         if args.depth:
             rows.append(np.concatenate(list(_depth_rows(out, img.shape[1:3])), axis=1))
-    _write_png(np.concatenate(rows, axis=0), outdir / "grid.png")
+    write_image(outdir / "grid.png", np.concatenate(rows, axis=0))
     print(f"wrote {len(seeds) * len(views)} images and grid.png ({len(seeds)} seeds x {len(views)} views) to {outdir}")
     return 0

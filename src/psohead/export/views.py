@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from ..camera import HEAD_LOOKAT, RADIUS, apply_offset, label_from_yaw_pitch
 from ..errors import InputError
-from ..atomic import atomic_path
+from ..atomic import write_image
 
 IMAGE_KEYS = ("image", "image_raw", "image_depth", "image_mask")
 DEFAULT_YAWS_DEG = (0, 45, 90, 135, 180, 225, 270, 315)
@@ -120,14 +120,7 @@ def make_grid(images: np.ndarray, cols: int | None = None, captions: Sequence[st
     return grid
 
 
-def save_image(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 [H,W,3] image atomically (format from the suffix, e.g. .png)."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(image)).save(tmp)
-    return Path(path)
-
-
 def save_grid(images: np.ndarray, path: str | os.PathLike, cols: int | None = None,
               captions: Sequence[str] | None = None, pad: int = 0) -> Path:
     """Tile views (see :func:`make_grid`) and write the grid atomically."""
-    return save_image(make_grid(images, cols=cols, captions=captions, pad=pad), path)
+    return write_image(path, make_grid(images, cols=cols, captions=captions, pad=pad))

@@ -76,7 +76,8 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
     from ..export.mesh import MeshError, extract_mesh, sample_density, write_mesh
     from ..export.report import write_report
     from ..export.video import write_turntable
-    from ..export.views import render_views, save_grid, save_image
+    from ..atomic import write_image
+    from ..export.views import render_views, save_grid
 
     cfg = rec.preset
     out = Path(out)
@@ -95,13 +96,13 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
         save_grid(views, tmp / "views.png", cols=4, captions=[f"yaw {a}" for a in VIEW_YAWS_DEG])
         front_render = to_uint8(rec.render(rec.render_label))[0]
         crop = np.asarray(rec.crop.resize(front_render.shape[1::-1]))
-        save_image(_side_by_side(crop, front_render), tmp / "front.png")
+        write_image(tmp / "front.png", _side_by_side(crop, front_render))
         back_render = to_uint8(rec.render(rec.back_label()))[0]
         panels = [to_uint8(rec.pivot_back)[0]]
         # the back target, unless it is the pivot's render unchanged (a prior without colour shift)
         panels += [to_uint8(v.image)[0] for v in rec.views if v.name == "back"
                    and (v.source != "prior" or "prior_colour_shift" in rec.back)]
-        save_image(_side_by_side(*panels, back_render), tmp / "back.png")
+        write_image(tmp / "back.png", _side_by_side(*panels, back_render))
         timings["views"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -6,7 +6,6 @@ A bad file is reported and skipped; the run continues.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
@@ -15,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import camera
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_json
 from ..errors import InputError, PsoheadError
 from .crop import CANVAS
 from .io import expand_inputs
@@ -30,12 +29,6 @@ def _writable_dir(path: Path) -> None:
         os.unlink(probe)
     except OSError as err:
         raise InputError(f"output folder {path} is not writable ({err.strerror or err})") from None
-
-
-def _write_json(path: Path, obj) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
 
 
 def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with_mask: bool = True,
@@ -74,7 +67,7 @@ def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with
             labels.append([name, camera.format_label(face.label)])
             back.append([name, camera.format_label(camera.back_label(face.label))])
             report[name] = {"source": str(path), "face_index": k, **face.report}
-    _write_json(outdir / "dataset.json", {"labels": labels})
-    _write_json(outdir / "dataset_back.json", {"labels": back})
-    _write_json(outdir / "crop_report.json", {"faces": report, "failed": failed, "warnings": notes})
+    write_json(outdir / "dataset.json", {"labels": labels})
+    write_json(outdir / "dataset_back.json", {"labels": back})
+    write_json(outdir / "crop_report.json", {"faces": report, "failed": failed, "warnings": notes})
     return {"written": [lb[0] for lb in labels], "failed": failed, "warnings": notes}

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..atomic import write_image, write_text
 from ..camera import HEAD_LOOKAT, format_label, label_from_yaw_pitch
 from ..errors import InputError
 from .params import SCENE_KEYS, sample_head, sample_scene, stack
@@ -61,19 +60,6 @@ def entry_name(index: int) -> str:
     return f"{index // 1000:05d}/img{index:08d}.png"
 
 
-def _save_png(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _check_args(n: int, res: int, yaw_dist: str, workers: int) -> None:
     if n < 1:
         raise InputError(f"--n {n}: must be at least 1")
@@ -98,7 +84,7 @@ def _prepare(out: Path, config: dict) -> None:
         raise InputError(f"{out} exists and is not a synthetic dataset to resume (choose another --out)")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    _write_text(meta, json.dumps(config, indent=1))
+    write_text(meta, json.dumps(config, indent=1))
 
 
 def default_batch(res: int, device: str) -> int:
@@ -143,8 +129,8 @@ def generate_dataset(out, n: int, res: int = 128, seed: int = 0, yaw_dist: str =
 
 
 def _write_entry(out: Path, i: int, rgb: np.ndarray, mask: np.ndarray) -> None:
-    _save_png(out / "masks" / entry_name(i), mask)
-    _save_png(out / "images" / entry_name(i), rgb)
+    write_image(out / "masks" / entry_name(i), mask, compress_level=1)
+    write_image(out / "images" / entry_name(i), rgb, compress_level=1)
 
 
 def _records(seed: int, idx: list[int], yaw_dist: str):
@@ -165,5 +151,5 @@ def _finish(out: Path, n: int, seed: int, yaw_dist: str) -> None:
             labels.append([entry_name(i), format_label(lab[j])])
             yaw, pitch = sample_camera(seed, i, yaw_dist)
             lines.append(json.dumps({"image": entry_name(i), "yaw": yaw, "pitch": pitch, "head": heads[j], "scene": scenes[j]}))
-    _write_text(out / "heads.jsonl", "\n".join(lines) + "\n")
-    _write_text(out / "images" / "dataset.json", json.dumps({"labels": labels}))
+    write_text(out / "heads.jsonl", "\n".join(lines) + "\n")
+    write_text(out / "images" / "dataset.json", json.dumps({"labels": labels}))

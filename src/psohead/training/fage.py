@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 
+from ..atomic import write_json
 from ..errors import InputError
 from ..networks.config import DiscriminatorConfig, GeneratorConfig
 from .dataset import HeadDataset
@@ -45,12 +45,6 @@ def fresh_discriminator_config(preset_name: str, resolution: int) -> Discriminat
 def _check_ratio(fk_ratio: float) -> None:
     if not (math.isfinite(fk_ratio) and 0 <= fk_ratio <= 1):
         raise InputError(f"--fk-ratio {fk_ratio}: must lie in [0, 1]")
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _fk_dataset(fk, opts: TrainOptions) -> HeadDataset:
@@ -85,7 +79,7 @@ def finetune(opts: TrainOptions, network=None, fk=None, fk_ratio: float | None =
         meta["fk_ratio"] = fk_ratio if fk_ratio is not None else meta["fk_ratio"]
         _check_ratio(meta["fk_ratio"])
         extra = _fk_dataset(meta["fk"], opts)
-        _write_json(meta_path, meta)
+        write_json(meta_path, meta)
         return _finish(train(opts, resume=resume, extra_data=extra, extra_ratio=meta["fk_ratio"]), Path(opts.out))
 
     from .network_source import read_network_set
@@ -110,7 +104,7 @@ def finetune(opts: TrainOptions, network=None, fk=None, fk_ratio: float | None =
         D_cfg = nets.D_config
     opts = finetune_options(opts, G_cfg)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / FAGE_FILE, {"network": str(Path(nets.source).resolve()), "discriminator": nets.D_source,
+    write_json(out / FAGE_FILE, {"network": str(Path(nets.source).resolve()), "discriminator": nets.D_source,
                                   "d_init": "trained" if nets.D is not None else "fresh", "fk": str(fk),
                                   "fk_ratio": fk_ratio, "data": opts.data})
     init = {"G": nets.G if nets.G is not None else nets.G_ema, "G_ema": nets.G_ema, "D": nets.D}

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..atomic import write_image, write_json
 from ..camera import HEAD_LOOKAT, apply_offset, label_from_yaw_pitch
 from ..errors import InputError
 from .dataset import IMAGE_EXTS, resize_square
@@ -127,18 +128,6 @@ def render_candidates(G, D, z: torch.Tensor, yaw: torch.Tensor, pitch: torch.Ten
 # ---------------------------------------------------------------------------------------------
 # Cache of rendered candidates
 
-def _png(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def _open_cache(work: Path, settings: dict) -> None:
     meta = work / "settings.json"
     if meta.is_file():
@@ -148,7 +137,7 @@ def _open_cache(work: Path, settings: dict) -> None:
             raise InputError(f"{work} holds renders made with other settings ({diff}); delete it or choose another --out")
         return
     work.mkdir(parents=True, exist_ok=True)
-    _write_json(meta, settings)
+    write_json(meta, settings)
 
 
 def _chunk_path(work: Path, k: int) -> Path:
@@ -192,13 +181,13 @@ def _render_all(G, D, cfg: FKEnhanceConfig, work: Path, device, detector, with_m
             out = render_candidates(G, D, z, yaw, pitch, cfg.truncation, with_mirror)
             cached = []
             for j, i in enumerate(indices):
-                _png(work / f"{i:06d}.png", out["rgb"][j])
-                _png(work / f"{i:06d}_mask.png", out["mask"][j])
+                write_image(work / f"{i:06d}.png", out["rgb"][j], compress_level=1)
+                write_image(work / f"{i:06d}_mask.png", out["mask"][j], compress_level=1)
                 front = (out["front_rgb"][j], out["front_mask"][j]) if with_mirror else None
                 d_score = out["d_score"][j] if "d_score" in out else None
                 cached.append(_measure(i, cams[j][1], cams[j][2], out["label"][j], out["rgb"][j], out["mask"][j],
                                        d_score, detector, front))
-            _write_json(_chunk_path(work, k), cached)
+            write_json(_chunk_path(work, k), cached)
         records += cached
         if bar is not None:
             bar.update(len(indices))

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .. import camera
+from ..atomic import write_image
 from ..errors import InputError
 from ..networks.config import DiscriminatorConfig, GeneratorConfig
 from ..nn import filtered_resize
@@ -29,7 +30,7 @@ from . import distributed as ddp
 from .dataset import HeadDataset, InfiniteSampler
 from .losses import PanoHeadLoss
 from .options import RUN_CONTROL, TrainOptions
-from .snapshot import LATEST, capture_rng, load_snapshot, remove_stale_temps, restore_rng, save_snapshot, temp_path
+from .snapshot import LATEST, capture_rng, load_snapshot, remove_stale_temps, restore_rng, save_snapshot
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,13 +92,6 @@ def render_grid(G, z: torch.Tensor, yaws_deg=GRID_YAWS_DEG, psi: float = 0.7) ->
         rows += [torch.cat(rgb_row, 2), torch.cat(depth_row, 2)]
     grid = torch.cat(rows, 1).clamp(0, 255).round().to(torch.uint8)
     return grid.permute(1, 2, 0).cpu().numpy()
-
-
-def save_png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
-    tmp = temp_path(path)
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,7 +367,7 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
                     bar.set_postfix({k.split("/")[-1]: record[k] for k in ("loss/G", "loss/D_real", "loss/D_fake")
                                      if k in record} | {"s/kimg": round(record["sec_per_kimg"], 1)})
                 if finished or progress.cur_tick % opts.image_ticks == 0:
-                    save_png(render_grid(G_ema, fixed_z), out / f"fakes{progress.cur_nimg // 1000:06d}.png")
+                    write_image(out / f"fakes{progress.cur_nimg // 1000:06d}.png", render_grid(G_ema, fixed_z))
             if finished or progress.cur_tick % opts.snap_ticks == 0:
                 snapshot(tag=f"{progress.cur_nimg // 1000:06d}" if not finished else None)
             if stop_now:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import PARTIAL_GLOB
 from ..errors import CheckpointError
 
 FORMAT = "psohead-train-snapshot/1"
@@ -38,8 +39,9 @@ def remove_stale_temps(folder) -> None:
 
     Only for a folder no other process is writing to (a run folder has one writer: rank 0).
     """
-    for path in Path(folder).glob(".*.tmp-*"):
-        path.unlink(missing_ok=True)
+    for pattern in (".*.tmp-*", PARTIAL_GLOB):  # snapshots here; grids and JSON via psohead.atomic
+        for path in Path(folder).glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def atomic_torch_save(obj, path) -> Path:
