@@ -1,7 +1,6 @@
 """The bundled default model: size, strict loading, and a 3D-consistent head from every side."""
 import math
 
-import pytest
 import torch
 
 from psohead import api

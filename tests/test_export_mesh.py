@@ -73,7 +73,6 @@ def test_auto_level_puts_the_surface_where_renders_see_it(peak, width):
 def test_keep_largest_drops_floaters_and_crop_removes_border():
     G = SphereG(radius=0.2, center=(0.0, 0.0, 0.0))
     grid = sample_density(G, WS, resolution=48, progress=False)
-    d = activate(grid.sigma)
     ax = grid.axis()
     blob = (np.abs(ax[:, None, None] - 0.3) < 0.05) & (np.abs(ax[None, :, None] - 0.3) < 0.05) & (
         np.abs(ax[None, None, :] - 0.3) < 0.05)
