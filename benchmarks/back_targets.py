@@ -34,7 +34,7 @@ from psohead.api import load_generator
 from psohead.atomic import atomic_path
 from psohead.camera import yaw_pitch_from_label
 from psohead.inversion.imageio import mask_tensor
-from psohead.inversion.pseudo_back import back_cameras, hair_colour, prior_colour_shift, render_prior
+from psohead.inversion.pseudo_back import back_cameras, hair_colour, prior_colour_shift, render_prior, shift_colour
 from psohead.inversion.reconstruct import reconstruct
 from psohead.metrics.image import psnr
 from psohead.training.dataset import HeadDataset
@@ -64,7 +64,7 @@ def score_head(G, folder: Path, device: str) -> dict:
     gt_u8 = gt_img.permute(1, 2, 0).numpy()
     out = {}
     for name, shift in shifts.items():
-        target = (back + shift.reshape(1, 3, 1, 1) * back_mask).clamp(-1, 1)
+        target = shift_colour(back, back_mask, shift)
         pred = F.interpolate(target, size=gt_u8.shape[:2], mode="area")[0].permute(1, 2, 0)
         out[name] = float(psnr((pred * 127.5 + 128).clamp(0, 255).byte().numpy(), gt_u8))
     return out

@@ -111,10 +111,15 @@ def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, augment_degrees:
     cams = back_cameras(front_label, augment_degrees, weight)
     images, masks = render_prior(G, ws, torch.cat([lab for _, lab, _ in cams]))
     if colour_shift is not None:
-        images = (images + colour_shift.to(images).reshape(1, 3, 1, 1) * masks).clamp(-1, 1)
+        images = shift_colour(images, masks, colour_shift)
     return [TargetView(name, images[i:i + 1].cpu(), lab.cpu(), view_weight, None, "prior",
                        AUGMENT_CYCLE if alternate and i > 0 else None)
             for i, (name, lab, view_weight) in enumerate(cams)]
+
+
+def shift_colour(images: torch.Tensor, masks: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Add colour ``shift`` [3] to images [N,3,H,W] in [-1,1], weighted by their masks [N,1,H,W]."""
+    return (images + shift.to(images).reshape(1, 3, 1, 1) * masks).clamp(-1, 1)
 
 
 def prior_colour_shift(front: TargetView, front_mask: torch.Tensor, back_image: torch.Tensor,
