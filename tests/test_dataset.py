@@ -55,6 +55,25 @@ def test_folder_layout_items_match_files(tmp_path):
     assert abs(math.degrees(yaw.item()) + 60) < 1e-3 and abs(pitch.item() - 0.1) < 1e-4
 
 
+def test_hidden_partial_files_of_a_killed_write_are_not_entries(tmp_path):
+    """A write killed half-way leaves a hidden temp file with the image suffix (psohead.atomic);
+    the dataset must read as if it were not there, in a folder and in a zip."""
+    from psohead.atomic import partial_path
+
+    write_raw(tmp_path)
+    for sub in ("images", "masks"):
+        partial_path(tmp_path / sub / "sub" / "00006.png").write_bytes(b"half a png")
+    assert scan_dataset(tmp_path).problems == []
+    assert len(HeadDataset(tmp_path)) == len(YAWS_DEG)
+    packed = tmp_path / "packed.zip"
+    with zipfile.ZipFile(packed, "w") as zf:
+        for p in sorted(tmp_path.rglob("*")):
+            if p.is_file() and p != packed:
+                zf.write(p, p.relative_to(tmp_path).as_posix())
+    assert scan_dataset(packed).problems == []
+    assert len(HeadDataset(packed)) == len(YAWS_DEG)
+
+
 def test_xflip_mirrors_pixels_and_label(tmp_path):
     imgs, masks = write_raw(tmp_path)
     ds = HeadDataset(tmp_path, xflip=True)

@@ -71,7 +71,8 @@ class Source:
         return state
 
     def names(self) -> list[str]:
-        """Sorted relative posix paths of all files."""
+        """Sorted relative posix paths of all files but hidden ones (dot names: the temp files of
+        writes killed half-way, which keep their image suffix, and the like of .DS_Store)."""
         if self.is_zip:
             n = len(self.prefix)
             out = [name[n:] for name in self._zipfile().namelist()
@@ -79,7 +80,7 @@ class Source:
         else:
             root = self.path / self.prefix if self.prefix else self.path
             out = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
-        return sorted(out)
+        return sorted(n for n in out if not any(part.startswith(".") for part in n.split("/")))
 
     def exists(self, name: str) -> bool:
         if self.is_zip:
