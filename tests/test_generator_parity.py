@@ -2,7 +2,6 @@
 behaviour checks on other small configs (2X/4X super-resolution heads, autocast)."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from conftest import require_shared

@@ -105,7 +105,7 @@ def finetune(opts: TrainOptions, network=None, fk=None, fk_ratio: float | None =
     opts = finetune_options(opts, G_cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / FAGE_FILE, {"network": str(Path(nets.source).resolve()), "discriminator": nets.D_source,
-                                  "d_init": "trained" if nets.D is not None else "fresh", "fk": str(fk),
-                                  "fk_ratio": fk_ratio, "data": opts.data})
+                                 "d_init": "trained" if nets.D is not None else "fresh", "fk": str(fk),
+                                 "fk_ratio": fk_ratio, "data": opts.data})
     init = {"G": nets.G if nets.G is not None else nets.G_ema, "G_ema": nets.G_ema, "D": nets.D}
     return _finish(train(opts, G_cfg, D_cfg, init=init, extra_data=extra, extra_ratio=fk_ratio), out)
