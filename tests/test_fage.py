@@ -102,6 +102,17 @@ def test_finetune_writes_changed_loadable_network(tiny_setup, capsys):
     nets = read_network_set(run)
     assert nets.D is not None and nets.G_config.img_resolution == 128
 
+    # export-snapshot --which D / G_ema: the pair continues the run elsewhere (as the bundled G + D do)
+    d_file, g_file = root / "run1_D.safetensors", root / "run1_G.safetensors"
+    assert main(["export-snapshot", str(run), str(d_file), "--which", "D", "--fp32"]) == 0
+    assert main(["export-snapshot", str(run), str(g_file)]) == 0
+    pair = read_network_set(g_file, d_file)
+    assert pair.D_config == nets.D_config and set(pair.D) == set(nets.D)
+    assert all(torch.equal(pair.D[k], nets.D[k]) for k in nets.D)
+    assert read_network(g_file).storage_dtype == "float16"
+    assert all(torch.equal(pair.G_ema[k], nets.G_ema[k].half().float()) for k in nets.G_ema
+               if nets.G_ema[k].is_floating_point())
+
 
 @pytest.mark.slow
 def test_finetune_with_discriminator_resumes(tiny_setup, tmp_path):

@@ -112,8 +112,8 @@ def _train(args) -> int:
 
 
 def _export(args) -> int:
-    from ..training.loop import export_generator
-    path = export_generator(_resolve_resume(args.snapshot), args.out, half=not args.fp32)
+    from ..training.loop import export_network
+    path = export_network(_resolve_resume(args.snapshot), args.out, which=args.which, half=not args.fp32)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
@@ -143,9 +143,11 @@ def register(subparsers) -> None:
     _add_train_args(p)
     p.set_defaults(func=_train)
 
-    p = subparsers.add_parser("export-snapshot", help="write a training snapshot's G_ema as .safetensors")
+    p = subparsers.add_parser("export-snapshot", help="write a training snapshot's G_ema (or G, D) as .safetensors")
     p.add_argument("snapshot", help="snapshot file, split-file stem or run folder")
     p.add_argument("out", help="output .safetensors")
+    p.add_argument("--which", default="G_ema", choices=("G_ema", "G", "D"),
+                   help="network to write (default G_ema; D to continue training or score FK-Enhance renders)")
     p.add_argument("--fp32", action="store_true", help="store float32 instead of float16")
     p.set_defaults(func=_export)
 

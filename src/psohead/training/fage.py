@@ -55,8 +55,8 @@ def _fk_dataset(fk, opts: TrainOptions) -> HeadDataset:
 
 def _finish(result: dict, out: Path) -> dict:
     if result["complete"]:
-        from .loop import export_generator
-        result["network"] = str(export_generator(out / LATEST, out / NETWORK_FILE, half=False))
+        from .loop import export_network
+        result["network"] = str(export_network(out / LATEST, out / NETWORK_FILE, half=False))
     return result
 
 

@@ -407,13 +407,24 @@ def _restore(opt_state: dict) -> dict:
     return {**opt_state, "state": state}
 
 
-def export_generator(snapshot_path, out_path, half: bool = True) -> Path:
-    """Write a snapshot's G_ema as a psohead ``.safetensors`` network (fp16 storage by default)."""
+def export_network(snapshot_path, out_path, which: str = "G_ema", half: bool = True) -> Path:
+    """Write one network of a snapshot (G_ema, G or D) as a psohead ``.safetensors`` file (fp16
+    storage by default): the generator for inference, D to continue training or score renders."""
     from ..checkpoint.safetensors_io import save_network
+    if which not in ("G_ema", "G", "D"):
+        raise InputError(f"unknown network {which!r} in a snapshot (choose G_ema, G or D)")
     snap = load_snapshot(snapshot_path)
-    G = build_generator(GeneratorConfig.from_dict(snap["G_config"]))
-    G.load_state_dict(snap["G_ema"])
-    G.neural_rendering_resolution = int(snap["neural_rendering_resolution"])
+    if which == "D":
+        cfg = DiscriminatorConfig.from_dict(snap["D_config"])
+        net, kind = build_discriminator(cfg), "discriminator"
+    else:
+        cfg = GeneratorConfig.from_dict(snap["G_config"])
+        net, kind = build_generator(cfg), "generator"
+        net.neural_rendering_resolution = int(snap["neural_rendering_resolution"])
+    net.load_state_dict(snap[which])
+    config = cfg.to_dict()
+    if kind == "generator":
+        config["neural_rendering_resolution"] = net.neural_rendering_resolution
     kimg = snap["progress"]["cur_nimg"] / 1000
-    return save_network(G, out_path, dtype=torch.float16 if half else torch.float32,
+    return save_network(net, out_path, dtype=torch.float16 if half else torch.float32, kind=kind, config=config,
                         source=f"psohead train snapshot at {kimg:g} kimg")
