@@ -3,9 +3,9 @@
 ``official`` follows spec section 6 (500 + 500 steps, official loss weights, ray_start 2.35)
 with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fast``: fewer steps
 with the same schedule shape, deterministic ray samples (less noise per step, so fewer steps are
-needed; on CUDA it also lets every step replay as a CUDA graph), +-30 degree prior back views
-in the photo's hair colour, smaller video and mesh. ``auto`` = ``fast`` on every device: the fidelity
-benchmark finds it as good on the front and better on the back than ``official`` (BENCHMARKS.md).
+needed; on CUDA it also lets every step replay as a CUDA graph), +-45 degree prior back views
+in the photo's hair colour and averaged with their mirror images, smaller video and mesh.
+``auto`` = ``fast`` on every device: the fidelity benchmark finds it as good on the front and better on the back than ``official`` (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class Preset:
     back_augment_alternate: bool = False  # the two take turns, one per stage-2 step (same mean weight)
     prior_weight: float = BACK_WEIGHT  # loss weight of the prior back views together (official back label's)
     prior_colour_match: bool = False  # shift the prior's head to the hair colour the photo shows
+    prior_mirror_average: bool = False  # average the prior with its mirror image (symmetric part)
     video_frames: int = 240
     video_fps: int = 60
     mesh_resolution: int = 256
@@ -43,8 +44,9 @@ class Preset:
 
 PRESETS = {
     "official": Preset("official", 500, 500),
-    "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=30.0,
-                   back_augment_alternate=True, prior_colour_match=True, video_frames=72, video_fps=24,
+    "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=45.0,
+                   back_augment_alternate=True, prior_colour_match=True, prior_mirror_average=True,
+                   video_frames=72, video_fps=24,
                    mesh_resolution=128),
 }
 PRESET_NAMES = ("auto", *PRESETS)

@@ -174,7 +174,8 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
             shift = prior_colour_shift(front, mask_tensor(prepared.mask, res), pivot_back, pivot_mask)
             back_record["prior_colour_shift"] = [round(float(v), 4) for v in shift]
         views += prior_views(G, s1.ws, prepared.label, cfg.back_augment_degrees, cfg.back_augment_alternate,
-                             colour_shift=shift, weight=cfg.prior_weight)
+                             colour_shift=shift, weight=cfg.prior_weight,
+                             mirror_average=cfg.prior_mirror_average)
     timings["pseudo_back"] = time.perf_counter() - t
 
     G_t, s2 = tune(G, s1.ws, views, loss_fn, PivotalConfig(num_steps=cfg.stage2_steps, learning_rate=cfg.stage2_lr,
