@@ -267,6 +267,7 @@ def test_mirror_averaged_prior_is_left_right_symmetric():
     front = label_from_yaw_pitch(0.0, 0.1)
     plain = prior_views(G, ws, front, augment_degrees=30.0)
     views = prior_views(G, ws, front, augment_degrees=30.0, mirror_average=True)
+
     def gap(a, b):  # mean, not max: a few pixels move with 1e-7 changes of the camera (sample placement)
         return float((a - b).abs().mean())
 
@@ -275,4 +276,3 @@ def test_mirror_averaged_prior_is_left_right_symmetric():
     assert gap(views[0].image, views[0].image.flip(-1)) < 2e-4
     assert gap(views[1].image, views[2].image.flip(-1)) < 2e-4
     assert gap(views[0].image, 0.5 * (plain[0].image + plain[0].image.flip(-1))) < 2e-4
-

@@ -5,7 +5,8 @@ with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fas
 with the same schedule shape, deterministic ray samples (less noise per step, so fewer steps are
 needed; on CUDA it also lets every step replay as a CUDA graph), +-45 degree prior back views
 in the photo's hair colour and averaged with their mirror images, smaller video and mesh.
-``auto`` = ``fast`` on every device: the fidelity benchmark finds it as good on the front and better on the back than ``official`` (BENCHMARKS.md).
+``auto`` = ``fast`` on every device: the fidelity benchmark finds it as good on the front and
+better on the back than ``official`` (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -46,8 +47,7 @@ PRESETS = {
     "official": Preset("official", 500, 500),
     "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=45.0,
                    back_augment_alternate=True, prior_colour_match=True, prior_mirror_average=True,
-                   video_frames=72, video_fps=24,
-                   mesh_resolution=128),
+                   video_frames=72, video_fps=24, mesh_resolution=128),
 }
 PRESET_NAMES = ("auto", *PRESETS)
 

@@ -124,11 +124,13 @@ def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, augment_degrees:
     BENCHMARKS.md; a Gaussian blur of the target, tried as well, adds nothing on top)."""
     cams = back_cameras(front_label, augment_degrees, weight)
     labels = torch.cat([lab for _, lab, _ in cams])
-    images, masks = render_prior(G, ws, labels)
-    if mirror_average:
-        m_images, m_masks = render_prior(G, ws, mirrored_label(labels))
-        images = 0.5 * (images + m_images.flip(-1))
-        masks = 0.5 * (masks + m_masks.flip(-1))
+    if mirror_average:  # one render call for both sets: the views share the latent's tri-grid
+        both, both_masks = render_prior(G, ws, torch.cat([labels, mirrored_label(labels)]))
+        n = len(labels)
+        images = 0.5 * (both[:n] + both[n:].flip(-1))
+        masks = 0.5 * (both_masks[:n] + both_masks[n:].flip(-1))
+    else:
+        images, masks = render_prior(G, ws, labels)
     if colour_shift is not None:
         images = shift_colour(images, masks, colour_shift)
     return [TargetView(name, images[i:i + 1].cpu(), lab.cpu(), view_weight, None, "prior",

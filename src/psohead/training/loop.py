@@ -414,17 +414,15 @@ def export_network(snapshot_path, out_path, which: str = "G_ema", half: bool = T
     if which not in ("G_ema", "G", "D"):
         raise InputError(f"unknown network {which!r} in a snapshot (choose G_ema, G or D)")
     snap = load_snapshot(snapshot_path)
+    meta = {}
     if which == "D":
         cfg = DiscriminatorConfig.from_dict(snap["D_config"])
-        net, kind = build_discriminator(cfg), "discriminator"
+        net = build_discriminator(cfg)
+        meta = {"kind": "discriminator", "config": cfg.to_dict()}  # D keeps no .config to read them from
     else:
-        cfg = GeneratorConfig.from_dict(snap["G_config"])
-        net, kind = build_generator(cfg), "generator"
+        net = build_generator(GeneratorConfig.from_dict(snap["G_config"]))
         net.neural_rendering_resolution = int(snap["neural_rendering_resolution"])
     net.load_state_dict(snap[which])
-    config = cfg.to_dict()
-    if kind == "generator":
-        config["neural_rendering_resolution"] = net.neural_rendering_resolution
     kimg = snap["progress"]["cur_nimg"] / 1000
-    return save_network(net, out_path, dtype=torch.float16 if half else torch.float32, kind=kind, config=config,
-                        source=f"psohead train snapshot at {kimg:g} kimg")
+    return save_network(net, out_path, dtype=torch.float16 if half else torch.float32,
+                        source=f"psohead train snapshot at {kimg:g} kimg", **meta)
