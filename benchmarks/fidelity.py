@@ -157,7 +157,10 @@ def main(argv=None) -> int:
         if key not in fields:
             ap.error(f"--set: no preset field {key!r}")
         kind = type(getattr(get_preset("fast"), key))
-        overrides[key] = value.lower() in ("1", "true", "on", "yes") if kind is bool else kind(value)
+        if kind is bool:
+            overrides[key] = value.lower() in ("1", "true", "on", "yes")
+        else:  # a field whose default is None (resolved per device) takes a JSON number
+            overrides[key] = json.loads(value) if kind is type(None) else kind(value)
 
     G = load_generator(args.network, device="cpu")
     heads = head_folders(args.orbits)[:args.heads]

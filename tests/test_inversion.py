@@ -1,4 +1,5 @@
 """Fast unit tests of the inversion building blocks (no optimisation loops)."""
+import dataclasses
 import json
 import math
 
@@ -276,3 +277,73 @@ def test_mirror_averaged_prior_is_left_right_symmetric():
     assert gap(views[0].image, views[0].image.flip(-1)) < 2e-4
     assert gap(views[1].image, views[2].image.flip(-1)) < 2e-4
     assert gap(views[0].image, 0.5 * (plain[0].image + plain[0].image.flip(-1))) < 2e-4
+
+
+def test_projector_members_without_noise_each_follow_the_single_run():
+    """Members differ only by their exploration noise: with none, every one must take the steps a
+    projection alone takes (losses add, the w regulariser counts per member, Adam is element-wise)."""
+    from inversion_tiny import rendered_target, tiny_generator
+    from psohead.inversion.projector import project
+    from psohead.inversion.targets import TargetView
+
+    G = tiny_generator()
+    image, label, _ = rendered_target(G, seed=4)
+    stats = latent_stats(G, num_samples=256)
+    views = [TargetView("front", image, label)]
+    loss = losses.build_perceptual("msssim")
+    # A strong regulariser, so a member weighted 1/K (a mean over the batch) would stand out.
+    cfg = ProjectorConfig(num_steps=6, deterministic=True, initial_noise_factor=0.0, regularize_w_weight=300.0)
+    alone = project(G, views, loss, stats, cfg, progress=False)
+    batch = project(G, views, loss, stats, cfg, progress=False, members=3)
+    assert alone.members is None and batch.members.shape == (3, *alone.ws.shape[1:])
+    assert torch.equal(batch.ws, batch.members[:1])
+    # Mean, not max: Adam turns float-rounding gradients of near-flat entries into lr-sized steps.
+    assert float((batch.members - alone.ws).abs().mean()) < 2e-3
+    assert float((alone.ws - stats.w_avg).abs().mean()) > 0.05  # it did move
+    assert batch.history["loss"][-1] == pytest.approx(alone.history["loss"][-1], rel=3e-3)  # per member
+    noisy = project(G, views, loss, stats, ProjectorConfig(num_steps=6, deterministic=True), progress=False,
+                    members=2)
+    assert float((noisy.members[0] - noisy.members[1]).abs().max()) > 1e-3
+
+
+def test_prior_of_an_ensemble_is_the_mean_of_its_members_priors():
+    from inversion_tiny import tiny_generator
+    from psohead.inversion.pseudo_back import prior_views
+
+    G = tiny_generator()
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(5))
+    ws = G.mapping(z, torch.zeros(2, 25))
+    front = label_from_yaw_pitch(0.2, 0.0)
+    each = [prior_views(G, ws[i:i + 1], front, augment_degrees=45.0, mirror_average=True) for i in range(2)]
+    both = prior_views(G, ws, front, augment_degrees=45.0, mirror_average=True)
+    assert float((each[0][0].image - each[1][0].image).abs().mean()) > 0.01
+    for k, view in enumerate(both):
+        assert torch.allclose(view.image, 0.5 * (each[0][k].image + each[1][k].image), atol=1e-5)
+        assert view.weight == each[0][k].weight
+
+
+def test_quality_preset_is_fast_with_an_ensemble_prior():
+    fast, quality = get_preset("fast"), get_preset("quality")
+    assert fast.prior_ensemble == 1 and quality.prior_ensemble == 4
+    assert dataclasses.replace(quality, name="fast", prior_ensemble=1) == fast
+    with pytest.raises(InputError, match="prior_ensemble"):
+        get_preset("fast", prior_ensemble=0)
+
+
+def test_projector_members_rendered_together_or_one_by_one_agree():
+    """The CPU renders members one at a time, CUDA all at once: same noise, same steps."""
+    from inversion_tiny import rendered_target, tiny_generator
+    from psohead.inversion.projector import project
+    from psohead.inversion.targets import TargetView
+
+    G = tiny_generator()
+    image, label, _ = rendered_target(G, seed=6)
+    stats = latent_stats(G, num_samples=256)
+    views = [TargetView("front", image, label), TargetView("side", image.flip(-1), label_from_yaw_pitch(0.5), 0.3)]
+    loss = losses.build_perceptual("msssim")
+    cfg = ProjectorConfig(num_steps=5, deterministic=True, regularize_w_weight=300.0)
+    apart = project(G, views, loss, stats, cfg, progress=False, members=3, members_per_call=1)
+    together = project(G, views, loss, stats, cfg, progress=False, members=3, members_per_call=3)
+    assert float((apart.members - together.members).abs().mean()) < 2e-3
+    assert float((apart.members[0] - apart.members[2]).abs().mean()) > 1e-2  # the noise separated them
+    assert apart.history["mse_side"][-1] == pytest.approx(together.history["mse_side"][-1], rel=1e-2)

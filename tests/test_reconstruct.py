@@ -62,7 +62,7 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
     names = {p.name for p in out.iterdir()}
     assert set(outputs.OUTPUT_FILES) <= names
     summary = json.loads((out / "reconstruction.json").read_text())
-    assert summary["back"] == {"requested": "prior", "used": "prior"}
+    assert summary["back"] == {"requested": "prior", "used": "prior", "prior_members": 1}
     assert summary["perceptual"] == "msssim"
     assert len(summary["losses"]["stage1"]["loss"]) == 2 and len(summary["losses"]["stage2"]["mse_back"]) == 2
     assert set(summary["files"]) == names
@@ -179,3 +179,22 @@ def test_colour_matched_prior_is_recorded_shown_and_moves_the_target(tiny, tmp_p
         if abs(float(shift[ch])) > 0.05:
             assert float(moved[0, ch].abs().max()) > 0.5 * abs(float(shift[ch]))
     assert Image.open(out / "back.png").size == (3 * 128, 128)  # pivot | colour-shifted target | final
+
+
+def test_quality_preset_averages_the_prior_over_its_stage1_members(tiny):
+    """The prior targets are the mean of the members' renders (their first member is the pivot),
+    the member count is recorded, and the front-only baseline does not pay for members."""
+    from psohead.inversion.pseudo_back import prior_views
+    from psohead.inversion.reconstruct import reconstruct
+
+    G, image, label, _ = tiny
+    preset = _preset(6, 1, prior_ensemble=3, prior_colour_match=False)
+    rec = reconstruct(image, None, label=label[0], network=G, preset=preset, back="prior", progress=False)
+    assert rec.back["prior_members"] == 3
+    targets = [v for v in rec.views if v.source == "prior"]
+    pivot_only = prior_views(G, rec.ws, label, preset.back_augment_degrees, preset.back_augment_alternate,
+                             mirror_average=preset.prior_mirror_average)
+    # exploration noise made the members differ, so the averaged back is not the pivot's own
+    assert float((targets[0].image - pivot_only[0].image).abs().mean()) > 1e-4
+    none = reconstruct(image, None, label=label[0], network=G, preset=preset, back="none", progress=False)
+    assert "prior_members" not in none.back and all(v.source == "input" for v in none.views)

@@ -3,6 +3,11 @@
 Official schedule: w_opt starts at the mean latent (all num_ws rows), Adam(0.9, 0.999) with
 lr = 0.1 * cosine ramp-down over the last 25 % * linear ramp-up over the first 5 %, exploration
 noise w_std * 0.05 * max(0, 1 - t/0.75)^2 on the rendered code, and 1.0 * mean((w_opt - w_avg)^2).
+
+``members`` > 1 runs that many projections at once, one batch, each with its own exploration
+noise: they agree where the photo constrains the head and differ where it does not (the unseen
+back), which the pseudo back uses (``prior_views``). Adam is element-wise and the losses add, so
+every member takes the steps it would take alone (up to float rounding).
 """
 from __future__ import annotations
 
@@ -42,7 +47,8 @@ class ProjectorConfig:
 
 @dataclass
 class StageResult:
-    ws: torch.Tensor  # [1,num_ws,w_dim]
+    ws: torch.Tensor  # [1,num_ws,w_dim]: the pivot (member 0)
+    members: torch.Tensor | None = None  # [K,num_ws,w_dim] every member's code, row 0 = ws
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     cuda_graphs: bool = False  # whether the steps ran as CUDA graphs
@@ -92,15 +98,19 @@ def learning_rate(step: int, cfg: ProjectorConfig) -> float:
 
 def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: LatentStats,
             cfg: ProjectorConfig = ProjectorConfig(), seed: int = 666, progress: bool = True,
-            precision: str = "fp32") -> StageResult:
-    """Optimise a W+ code so that G renders every view like its target; G stays frozen."""
+            precision: str = "fp32", members: int = 1, members_per_call: int | None = None) -> StageResult:
+    """Optimise a W+ code (``members`` of them, see the module note) so that G renders every view
+    like its target; G stays frozen. ``members_per_call``: members rendered together (None: all
+    on CUDA, where a batch costs little more than one; one at a time on CPU, where the renderer is
+    memory-bound and a batch of four took 7x as long as one). The result does not depend on it."""
     start = time.perf_counter()
     G.eval().requires_grad_(False)
     device = stats.w_avg.device
+    per_call = members_per_call or (members if device.type == "cuda" else 1)
     views = [v.to(device) for v in views]
     num_ws = int(G.backbone.num_ws)
     w_avg = stats.w_avg.detach()
-    w_opt = w_avg.repeat(1, num_ws, 1).clone().requires_grad_(True)
+    w_opt = w_avg.repeat(members, num_ws, 1).clone().requires_grad_(True)
     opt = torch.optim.Adam([w_opt], lr=cfg.initial_learning_rate, betas=(0.9, 0.999))
     gen = torch.Generator(device=device).manual_seed(seed)
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
@@ -113,25 +123,35 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
         lr = learning_rate(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        ws = w_opt + torch.randn(w_opt.shape, generator=gen, device=device) * noise_scale
+        noise = torch.randn(w_opt.shape, generator=gen, device=device) * noise_scale
         active, step_targets = step_views(views, step)
-        with autocast(device, precision):
-            images = render(ws, step_targets)
-            loss, terms = views_loss(images.float(), step_targets, perceptual, cache=cache)
-        reg = (w_opt - w_avg).square().mean()
-        total = loss + cfg.regularize_w_weight * reg
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        reg = cfg.regularize_w_weight * (w_opt - w_avg).square().mean((1, 2)).sum()
+        reg.backward()
+        total = reg.detach()
+        for lo in range(0, members, per_call):  # gradients of the member groups add up in w_opt.grad
+            k = min(per_call, members - lo)
+            ws = w_opt[lo:lo + k] + noise[lo:lo + k]
+            if k > 1:  # member-major: every member sees every view (one tri-grid per image)
+                ws = ws.repeat_interleave(len(step_targets), 0)
+            with autocast(device, precision):
+                images = render(ws, step_targets * k)
+                loss, terms = views_loss(images.float(), step_targets * k, perceptual, cache=cache)
+            loss.backward()
+            total = total + loss.detach()
+            if lo == 0:
+                pivot_terms = terms[:, :len(step_targets)]  # the history follows the pivot
+            del images, loss  # this step's autograd graph must not outlive it (see pivotal.py)
         opt.step()
-        history["loss"].append(total.detach())
+        history["loss"].append(total / members)  # per member
         history["lr"].append(lr)
-        history["terms"].append(full_terms(terms, active, len(views)))
+        history["terms"].append(full_terms(pivot_terms, active, len(views)))
         if progress and (step % cfg.log_every == 0 or step == cfg.num_steps - 1):
-            bar.set_postfix(loss=f"{float(total):.4f}", **{k: f"{v:.4f}" for k, v in
-                                                         terms_dict(terms, step_targets).items()
-                                                         if k.endswith("front")})
-        del images, loss, total  # this step's autograd graph must not outlive it (see pivotal.py)
-    return StageResult(ws=w_opt.detach().clone(), history=finish_history(history, views),
+            bar.set_postfix(loss=f"{float(total) / members:.4f}", **{k: f"{v:.4f}" for k, v in
+                                                                   terms_dict(pivot_terms, step_targets).items()
+                                                                   if k.endswith("front")})
+    w = w_opt.detach().clone()
+    return StageResult(ws=w[:1], members=w if members > 1 else None, history=finish_history(history, views),
                        seconds=time.perf_counter() - start, cuda_graphs=render.used_graphs)
 
 

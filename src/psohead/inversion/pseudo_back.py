@@ -121,16 +121,20 @@ def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, augment_degrees:
     The latent's back is a guess: what it shows beyond the photo's evidence is detail the truth
     need not share. ``mirror_average`` averages each view with the flipped view from the mirrored
     camera: it keeps what is left-right symmetric and halves the rest (+0.3 dB on held-out backs,
-    BENCHMARKS.md; a Gaussian blur of the target, tried as well, adds nothing on top)."""
+    BENCHMARKS.md; a Gaussian blur of the target, tried as well, adds nothing on top).
+
+    ``ws`` [K,num_ws,w_dim] with K > 1 (stage 1's members, see projector.py): the targets are the
+    mean of the members' views, the part of the unseen side they agree on."""
     cams = back_cameras(front_label, augment_degrees, weight)
     labels = torch.cat([lab for _, lab, _ in cams])
-    if mirror_average:  # one render call for both sets: the views share the latent's tri-grid
-        both, both_masks = render_prior(G, ws, torch.cat([labels, mirrored_label(labels)]))
-        n = len(labels)
-        images = 0.5 * (both[:n] + both[n:].flip(-1))
-        masks = 0.5 * (both_masks[:n] + both_masks[n:].flip(-1))
-    else:
-        images, masks = render_prior(G, ws, labels)
+    n = len(labels)
+    cameras = torch.cat([labels, mirrored_label(labels)]) if mirror_average else labels
+    images, masks = 0.0, 0.0
+    for member in ws.split(1):  # one render call per latent: its views share one tri-grid
+        im, m = render_prior(G, member, cameras)
+        if mirror_average:
+            im, m = 0.5 * (im[:n] + im[n:].flip(-1)), 0.5 * (m[:n] + m[n:].flip(-1))
+        images, masks = images + im / len(ws), masks + m / len(ws)
     if colour_shift is not None:
         images = shift_colour(images, masks, colour_shift)
     return [TargetView(name, images[i:i + 1].cpu(), lab.cpu(), view_weight, None, "prior",

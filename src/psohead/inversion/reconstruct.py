@@ -163,7 +163,8 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
                                                            official_w_std=cfg.official_w_std,
                                                            w_avg_samples=cfg.w_avg_samples,
                                                            cuda_graphs=cfg.cuda_graphs),
-                 seed=seed, progress=progress, precision=precision)
+                 seed=seed, progress=progress, precision=precision,
+                 members=cfg.prior_ensemble if plan.kind in ("prior", "fk") else 1)
     timings["stage1"] = s1.seconds
 
     t = time.perf_counter()
@@ -173,7 +174,9 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
         if cfg.prior_colour_match and prepared.mask is not None:
             shift = prior_colour_shift(front, mask_tensor(prepared.mask, res), pivot_back, pivot_mask)
             back_record["prior_colour_shift"] = [round(float(v), 4) for v in shift]
-        views += prior_views(G, s1.ws, prepared.label, cfg.back_augment_degrees, cfg.back_augment_alternate,
+        members = s1.ws if s1.members is None else s1.members
+        back_record["prior_members"] = len(members)
+        views += prior_views(G, members, prepared.label, cfg.back_augment_degrees, cfg.back_augment_alternate,
                              colour_shift=shift, weight=cfg.prior_weight,
                              mirror_average=cfg.prior_mirror_average)
     timings["pseudo_back"] = time.perf_counter() - t
