@@ -12,7 +12,8 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--network", default="default", help="'default' (bundled model) or a network file")
     p.add_argument("--preset", default="auto", choices=PRESET_NAMES,
-                   help="step counts and output sizes; auto = fast (see docs/reconstruct.md)")
+                   help="step counts and output sizes; auto = fast; quality = fast with a 4-latent back prior "
+                        "(better back, slower stage 1); see docs/reconstruct.md")
     p.add_argument("--fk-bank", default=None, help="FK-Enhance dataset folder/zip for --back fk")
     p.add_argument("--perceptual", default="auto", choices=PERCEPTUAL_BACKENDS,
                    help="perceptual loss; auto = lpips with --vgg16, else msssim")
