@@ -159,7 +159,7 @@ def main(argv=None) -> int:
         kind = type(getattr(get_preset("fast"), key))
         if kind is bool:
             overrides[key] = value.lower() in ("1", "true", "on", "yes")
-        else:  # a field whose default is None (resolved per device) takes a JSON number
+        else:  # a field whose default is None (e.g. render_batch) takes a JSON value
             overrides[key] = json.loads(value) if kind is type(None) else kind(value)
 
     G = load_generator(args.network, device="cpu")

@@ -36,7 +36,7 @@ class Preset:
     prior_weight: float = BACK_WEIGHT  # loss weight of the prior back views together (official back label's)
     prior_colour_match: bool = False  # shift the prior's head to the hair colour the photo shows
     prior_mirror_average: bool = False  # average the prior with its mirror image (symmetric part)
-    prior_ensemble: int = 1  # stage-1 members (one batch) whose prior renders are averaged
+    prior_ensemble: int = 1  # stage-1 latents optimised together whose prior renders are averaged
     video_frames: int = 240
     video_fps: int = 60
     mesh_resolution: int = 256

@@ -4,10 +4,10 @@ Official schedule: w_opt starts at the mean latent (all num_ws rows), Adam(0.9, 
 lr = 0.1 * cosine ramp-down over the last 25 % * linear ramp-up over the first 5 %, exploration
 noise w_std * 0.05 * max(0, 1 - t/0.75)^2 on the rendered code, and 1.0 * mean((w_opt - w_avg)^2).
 
-``members`` > 1 runs that many projections at once, one batch, each with its own exploration
-noise: they agree where the photo constrains the head and differ where it does not (the unseen
-back), which the pseudo back uses (``prior_views``). Adam is element-wise and the losses add, so
-every member takes the steps it would take alone (up to float rounding).
+``members`` > 1 runs that many projections together (one batch on CUDA), each with its own
+exploration noise: they agree where the photo constrains the head and differ where it does not
+(the unseen back), which the pseudo back uses (``prior_views``). Adam is element-wise and the
+losses add, so every member takes the steps it would take alone (up to float rounding).
 """
 from __future__ import annotations
 
