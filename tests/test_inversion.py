@@ -328,6 +328,9 @@ def test_quality_preset_is_fast_with_an_ensemble_prior():
     assert dataclasses.replace(quality, name="fast", prior_ensemble=1) == fast
     with pytest.raises(InputError, match="prior_ensemble"):
         get_preset("fast", prior_ensemble=0)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(InputError, match="prior_shrink"):
+            get_preset("fast", prior_shrink=bad)
 
 
 def test_projector_members_rendered_together_or_one_by_one_agree():

@@ -1,5 +1,6 @@
 """reconstruct(): end-to-end on a tiny random generator (~35 s on 2 idle cores) and CLI errors."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -191,6 +192,7 @@ def test_quality_preset_averages_the_prior_over_its_stage1_members(tiny):
     preset = _preset(6, 1, prior_ensemble=3, prior_colour_match=False)
     rec = reconstruct(image, None, label=label[0], network=G, preset=preset, back="prior", progress=False)
     assert rec.back["prior_members"] == 3
+    assert rec.members.shape[0] == 3 and torch.equal(rec.members[:1], rec.ws)
     targets = [v for v in rec.views if v.source == "prior"]
     pivot_only = prior_views(G, rec.ws, label, preset.back_augment_degrees, preset.back_augment_alternate,
                              mirror_average=preset.prior_mirror_average)
@@ -198,3 +200,38 @@ def test_quality_preset_averages_the_prior_over_its_stage1_members(tiny):
     assert float((targets[0].image - pivot_only[0].image).abs().mean()) > 1e-4
     none = reconstruct(image, None, label=label[0], network=G, preset=preset, back="none", progress=False)
     assert "prior_members" not in none.back and all(v.source == "input" for v in none.views)
+    assert none.members is None
+
+
+
+def test_prior_shrink_blends_the_prior_towards_the_mean_latents_back(tiny):
+    """prior_shrink = a: every prior target is (1 - a) x the unshrunk target + a x the mean latent's
+    target at the same camera in the photo's hair colour; stage 1 and the front are untouched."""
+    from psohead.api import load_generator
+    from psohead.inversion.imageio import mask_tensor
+    from psohead.inversion.projector import latent_stats
+    from psohead.inversion.pseudo_back import back_cameras, prior_colour_shift, prior_views, render_prior
+    from psohead.inversion.reconstruct import reconstruct
+
+    _, image, label, _ = tiny  # the bundled model: the tiny one renders no opaque head to recolour
+    mask = torch.zeros(128, 128)
+    mask[16:120, 24:104] = 1
+    cfg = _preset(3, 0, back_augment_degrees=45.0, prior_mirror_average=True, prior_colour_match=True)
+    runs = [reconstruct(image, None, label=label[0], mask=mask.numpy(), network="default", back="prior",
+                        progress=False, preset=replace(cfg, prior_shrink=a)) for a in (0.0, 0.25)]
+    plain, shrunk = runs
+    assert torch.equal(plain.ws, shrunk.ws) and shrunk.back["prior_shrink"] == 0.25
+    assert "prior_shrink" not in plain.back
+    G = load_generator("default", device="cpu")
+    G.rendering_kwargs = {**G.rendering_kwargs, "ray_start": cfg.ray_start}  # as reconstruct sets it
+    w_avg = latent_stats(G, cfg.w_avg_samples).w_avg.repeat(1, int(G.backbone.num_ws), 1)
+    front = plain.views[0]
+    back, back_mask = render_prior(G, w_avg, back_cameras(label)[0][1])
+    shift = prior_colour_shift(front, mask_tensor(plain.mask, 128), back, back_mask)  # the mask it used
+    head = prior_views(G, w_avg, label, 45.0, colour_shift=shift, mirror_average=True)
+    before, after = ([v for v in r.views if v.source == "prior"] for r in runs)
+    assert len(after) == len(head) == 3
+    for b, a, h in zip(before, after, head):
+        torch.testing.assert_close(a.image, 0.75 * b.image + 0.25 * h.image, atol=1e-4, rtol=0)
+        assert float((a.image - b.image).abs().mean()) > 1e-3  # the mean head's back is not the latent's
+    assert torch.equal(front.image, shrunk.views[0].image)

@@ -4,7 +4,8 @@
 with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fast``: fewer steps
 with the same schedule shape, deterministic ray samples (less noise per step, so fewer steps are
 needed; on CUDA it also lets every step replay as a CUDA graph), +-45 degree prior back views
-in the photo's hair colour and averaged with their mirror images, smaller video and mesh.
+in the photo's hair colour, averaged with their mirror images and blended 10 % towards the mean
+latent's back (``prior_shrink``), smaller video and mesh.
 ``quality`` = ``fast`` with the prior averaged over four stage-1 members (``prior_ensemble``):
 better front and back on the fidelity benchmark, for a stage 1 that costs 1.7-1.9x on the GPU
 (official architecture) and 4.3x on the CPU.
@@ -37,6 +38,7 @@ class Preset:
     prior_colour_match: bool = False  # shift the prior's head to the hair colour the photo shows
     prior_mirror_average: bool = False  # average the prior with its mirror image (symmetric part)
     prior_ensemble: int = 1  # stage-1 latents optimised together whose prior renders are averaged
+    prior_shrink: float = 0.0  # blend of the prior towards the mean latent's back (same cameras and colour)
     video_frames: int = 240
     video_fps: int = 60
     mesh_resolution: int = 256
@@ -50,7 +52,7 @@ class Preset:
 PRESETS = {
     "official": Preset("official", 500, 500),
     "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=45.0,
-                   back_augment_alternate=True, prior_colour_match=True, prior_mirror_average=True,
+                   back_augment_alternate=True, prior_colour_match=True, prior_mirror_average=True, prior_shrink=0.1,
                    video_frames=72, video_fps=24, mesh_resolution=128),
 }
 PRESETS["quality"] = replace(PRESETS["fast"], name="quality", prior_ensemble=4)
@@ -82,4 +84,6 @@ def get_preset(name: str | Preset = "auto", **overrides) -> Preset:
                      ("prior_ensemble", 1)):
         if key in changes and int(changes[key]) < low:
             raise InputError(f"{key} must be >= {low}, got {changes[key]}")
+    if "prior_shrink" in changes and not 0 <= float(changes["prior_shrink"]) < 1:
+        raise InputError(f"prior_shrink must be in [0, 1), got {changes['prior_shrink']}")
     return replace(preset, **changes) if changes else preset

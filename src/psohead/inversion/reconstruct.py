@@ -21,7 +21,7 @@ from .precision import check_precision
 from .presets import Preset, get_preset, resolve_device
 from .projector import ProjectorConfig, latent_stats, project
 from .pseudo_back import (BackPlan, back_cameras, fk_view, photo_view, plan_back, prior_colour_shift,
-                          prior_views, reference_back_mask, render_prior)
+                          prior_views, reference_back_mask, render_prior, shrink_views)
 from .targets import TargetView
 
 EXTRA_VIEW_WEIGHT = 1.0  # a real photo counts like the front one
@@ -42,6 +42,7 @@ class Reconstruction:
     perceptual: str
     views: list[TargetView]  # stage-2 supervision (front, extras, pseudo back)
     pivot_back: torch.Tensor  # [1,3,H,W] back render of the pivot before tuning
+    members: torch.Tensor | None = None  # [K,num_ws,w_dim] stage 1's members (``prior_ensemble``), row 0 = ws
     history: dict = field(default_factory=dict)  # stage -> loss curves
     timings: dict = field(default_factory=dict)  # seconds per phase
     settings: dict = field(default_factory=dict)
@@ -114,6 +115,30 @@ def _back_views(plan: BackPlan, G, stats, prepared: PreparedInput, front: Target
     return [view], record
 
 
+def _prior_targets(G, cfg: Preset, members: torch.Tensor, w_avg: torch.Tensor, label: torch.Tensor,
+                   front: TargetView, front_mask: torch.Tensor | None, pivot_back: tuple, record: dict
+                   ) -> list[TargetView]:
+    """The prior back views of stage 1's members: in the photo's hair colour when ``front_mask`` is
+    given (shift measured on the pivot's back render ``pivot_back`` = (image, mask)), blended
+    ``cfg.prior_shrink`` towards the mean latent's views; what was used goes into ``record``."""
+
+    def views_of(ws, back, back_mask):
+        shift = None if front_mask is None else prior_colour_shift(front, front_mask, back, back_mask)
+        return shift, prior_views(G, ws, label, cfg.back_augment_degrees, cfg.back_augment_alternate,
+                                  colour_shift=shift, weight=cfg.prior_weight, mirror_average=cfg.prior_mirror_average)
+
+    shift, prior = views_of(members, *pivot_back)
+    if shift is not None:
+        record["prior_colour_shift"] = [round(float(v), 4) for v in shift]
+    record["prior_members"] = len(members)
+    if cfg.prior_shrink > 0:
+        mean_head = w_avg.repeat(1, int(G.backbone.num_ws), 1)
+        back = render_prior(G, mean_head, back_cameras(label)[0][1])
+        prior = shrink_views(prior, views_of(mean_head, *back)[1], cfg.prior_shrink)
+        record["prior_shrink"] = cfg.prior_shrink
+    return prior
+
+
 def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask=None, network="default",
                 preset: str | Preset = "auto", back: str | os.PathLike = "auto", fk_bank=None,
                 extra_views=(), perceptual: str = "auto", vgg16=None, lpips_linear=None,
@@ -170,15 +195,10 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
     t = time.perf_counter()
     pivot_back, pivot_mask = render_prior(G, s1.ws, back_cameras(prepared.label)[0][1])
     if plan.kind in ("prior", "fk"):  # with fk too: +0.3 dB on backs, better silhouette (BENCHMARKS.md)
-        shift = None
-        if cfg.prior_colour_match and prepared.mask is not None:
-            shift = prior_colour_shift(front, mask_tensor(prepared.mask, res), pivot_back, pivot_mask)
-            back_record["prior_colour_shift"] = [round(float(v), 4) for v in shift]
+        front_mask = mask_tensor(prepared.mask, res) if cfg.prior_colour_match and prepared.mask is not None else None
         members = s1.ws if s1.members is None else s1.members
-        back_record["prior_members"] = len(members)
-        views += prior_views(G, members, prepared.label, cfg.back_augment_degrees, cfg.back_augment_alternate,
-                             colour_shift=shift, weight=cfg.prior_weight,
-                             mirror_average=cfg.prior_mirror_average)
+        views += _prior_targets(G, cfg, members, stats.w_avg, prepared.label, front, front_mask,
+                                (pivot_back, pivot_mask), back_record)
     timings["pseudo_back"] = time.perf_counter() - t
 
     G_t, s2 = tune(G, s1.ws, views, loss_fn, PivotalConfig(num_steps=cfg.stage2_steps, learning_rate=cfg.stage2_lr,
@@ -191,7 +211,7 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, label=None, mask
     rec = Reconstruction(
         G=G_t, ws=s1.ws, label=prepared.label, delta=delta, crop=prepared.image, mask=prepared.mask, preset=cfg,
         back={"requested": plan.requested, "used": plan.kind, **back_record}, perceptual=loss_fn.name,
-        views=[v.to("cpu") for v in views], pivot_back=pivot_back.cpu(),
+        views=[v.to("cpu") for v in views], pivot_back=pivot_back.cpu(), members=s1.members,
         history={"stage1": s1.history, "stage2": s2.history}, timings=timings,
         settings={"network": str(network) if not isinstance(network, torch.nn.Module) else "<module>",
                   "input": str(image) if isinstance(image, (str, os.PathLike)) else f"<{type(image).__name__}>",
