@@ -1,0 +1,176 @@
+"""How close is the prior back target to the truth, and would another target be closer? (issue 5)
+
+    python benchmarks/prior_targets.py --network default --orbits DIR [--preset quality] [--heads 8]
+        [--device cuda] [--name prior_targets]
+
+For every held-out head (``psohead synth orbit`` folders, as for ``fidelity.py``) stage 1 of the
+preset runs on the most frontal view and the prior targets are scored (PSNR dB) against the
+ground-truth views at the prior's own cameras (the back and the +-augment views; the orbit's
+view nearest each camera), before any tuning. Stage 2 then pulls the back towards its target,
+so a closer target is the candidate for a better back. Targets:
+
+* ``mean``         - what ``reconstruct`` uses with this preset before ``prior_shrink`` (the
+  members' mean, the photo's hair colour shifted onto it from the pivot's back);
+* ``pivot``        - the first member alone (what ``fast`` gets);
+* ``shift-mean``   - the members' mean with the colour shift measured on the mean's own back;
+* ``shrink-L``     - the ``mean`` target blended with weight L towards the mean head's (the mean
+  latent's) back in the photo's hair colour: shrinkage of an uncertain guess towards the
+  population mean;
+* ``trunc-P``      - every member moved to ``w_avg + P (w - w_avg)`` before rendering (the latent
+  space's own shrinkage), colour shifted on its pivot's back;
+* ``wmean``        - the render of the members' mean latent (one code), colour shifted on its back.
+
+``front-pivot`` / ``front-wmean``: PSNR of the pivot's and the mean latent's front render against
+the photo (the pivot stage 2 would start from). ``final``: the reconstruction (after stage 2) at
+the same cameras, with its camera offset as ``fidelity.py`` renders it.
+
+Writes benchmarks/results/NAME.{json,md}: per head, the mean over heads and each target's
+per-head difference to ``mean`` (mean +- standard error). ``final`` comes from the full preset
+(``prior_shrink`` included).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fidelity import RESULTS, head_folders
+from psohead.api import load_generator
+from psohead.atomic import atomic_path
+from psohead.camera import apply_offset, split_label, yaw_pitch_from_label
+from psohead.inversion.imageio import mask_tensor
+from psohead.inversion.presets import get_preset
+from psohead.inversion.projector import latent_stats
+from psohead.inversion.pseudo_back import back_cameras, prior_colour_shift, prior_renders, shift_colour
+from psohead.inversion.reconstruct import reconstruct
+from psohead.metrics.image import psnr
+from psohead.training.dataset import HeadDataset
+
+SHRINK = (0.1, 0.2, 0.3)
+TRUNC = (0.9,)
+
+
+def nearest_views(ds: HeadDataset, labels: torch.Tensor) -> tuple[list[int], float]:
+    """Index of the orbit view whose camera position is nearest each label's, and the largest
+    angle (degrees, seen from the origin) between a label's camera and its view's."""
+    pos = split_label(ds.raw_labels)[0][:, :3, 3]
+    idx, worst = [], 0.0
+    for lab in labels:
+        p = split_label(lab[None])[0][0, :3, 3]
+        i = int((pos - p).norm(dim=1).argmin())
+        cos = float(p @ pos[i] / (p.norm() * pos[i].norm()))
+        idx.append(i)
+        worst = max(worst, float(np.degrees(np.arccos(min(1.0, cos)))))
+    return idx, worst
+
+
+def score(images: torch.Tensor, ds: HeadDataset, idx: list[int]) -> float:
+    """Mean PSNR of images [V,3,H,W] in [-1,1] against the orbit views ``idx`` (at their size)."""
+    values = []
+    for image, i in zip(images, idx):
+        gt = ds[i][0].permute(1, 2, 0).numpy()
+        pred = F.interpolate(image[None].float().cpu(), size=gt.shape[:2], mode="area")[0].permute(1, 2, 0)
+        values.append(float(psnr((pred * 127.5 + 128).clamp(0, 255).byte().numpy(), gt)))
+    return float(np.mean(values))
+
+
+def score_head(G, folder: Path, preset, device: str) -> dict:
+    ds = HeadDataset(folder)
+    front_i = int(yaw_pitch_from_label(ds.raw_labels)[0].abs().argmin())
+    img, mask, _ = ds[front_i]
+    rec = reconstruct(img.permute(1, 2, 0).numpy(), None, label=ds.raw_labels[front_i], mask=mask[0].numpy(),
+                      network=G, preset=preset, back="prior", device=device, progress=False)
+    dev = rec.ws.device
+    G1, res = copy.deepcopy(G).to(dev), int(G.img_resolution)  # reconstruct tuned a copy: this is G untuned
+    labels = torch.cat([lab for _, lab, _ in back_cameras(rec.label, preset.back_augment_degrees)]).to(dev)
+    idx, mismatch = nearest_views(ds, labels.cpu())
+    front = next(v for v in rec.views if v.name == "front")
+    photo_mask = mask_tensor(mask[0].numpy(), res)
+    members = rec.ws if rec.members is None else rec.members
+    w_avg = latent_stats(G1, preset.w_avg_samples).w_avg
+
+    def shifted(images, masks, ref=0):  # the photo's hair colour, measured on view ``ref``'s back
+        shift = prior_colour_shift(front, photo_mask, images[ref:ref + 1], masks[ref:ref + 1])
+        return shift_colour(images, masks, shift.to(images.device))
+
+    mirror = preset.prior_mirror_average
+    pivot_im, pivot_m = prior_renders(G1, rec.ws, labels, mirror)
+    mean_im, mean_m = prior_renders(G1, members, labels, mirror)
+    base = mean_im  # the prior views as reconstruct makes them, before prior_shrink
+    if "prior_colour_shift" in rec.back:
+        base = shift_colour(mean_im, mean_m, torch.tensor(rec.back["prior_colour_shift"]).to(dev))
+    head_im, head_m = prior_renders(G1, w_avg.repeat(1, members.shape[1], 1), labels, mirror)
+    mean_head = shifted(head_im, head_m)
+    out = {"mean": score(base, ds, idx), "pivot": score(shifted(pivot_im, pivot_m), ds, idx),
+           "shift-mean": score(shifted(mean_im, mean_m), ds, idx)}
+    for lam in SHRINK:
+        out[f"shrink-{lam:g}"] = score((1 - lam) * base + lam * mean_head, ds, idx)
+    for psi in TRUNC:
+        im, m = prior_renders(G1, w_avg + psi * (members - w_avg), labels, mirror)
+        pim, pm = prior_renders(G1, w_avg + psi * (rec.ws - w_avg), labels[:1], mirror)
+        shift = prior_colour_shift(front, photo_mask, pim, pm)
+        out[f"trunc-{psi:g}"] = score(shift_colour(im, m, shift.to(im.device)), ds, idx)
+    out["final"] = score(rec.render(apply_offset(labels, rec.delta)), ds, idx)  # after stage 2, as fidelity.py
+    w_mean = members.mean(0, keepdim=True)
+    out["wmean"] = score(shifted(*prior_renders(G1, w_mean, labels, mirror)), ds, idx)
+    for name, ws in (("front-pivot", rec.ws), ("front-wmean", w_mean)):
+        out[name] = score(prior_renders(G1, ws, front.label.to(dev))[0], ds, [front_i])
+    return out, mismatch
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--network", default="default")
+    ap.add_argument("--orbits", required=True, type=Path)
+    ap.add_argument("--preset", default="quality")
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--name", default="prior_targets")
+    args = ap.parse_args(argv)
+    preset = get_preset(args.preset)
+    G = load_generator(args.network, device="cpu")
+    heads = head_folders(args.orbits)[:args.heads]
+    if not heads:
+        raise SystemExit(f"no dataset folders under {args.orbits}")
+    rows = {}
+    meta = {"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv),
+            "network": args.network, "preset": args.preset, "device": args.device}
+    for folder in heads:
+        rows[folder.name], mismatch = score_head(G, folder, preset, args.device)
+        if mismatch > 5:
+            print(f"{folder.name}: an orbit view is {mismatch:.1f} degrees off a prior camera", flush=True)
+        print(folder.name, json.dumps({k: round(v, 2) for k, v in rows[folder.name].items()}), flush=True)
+        write(args.name, meta, rows)  # after every head: a run cut short keeps what it did
+    return 0
+
+
+def write(name: str, meta: dict, rows: dict) -> None:
+    targets = list(next(iter(rows.values())))
+    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in targets}
+    diff = {}
+    for k in [t for t in targets if not t.startswith("front-")]:  # back targets only
+        d = np.array([r[k] - r["mean"] for r in rows.values()])
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        diff[k] = {"mean": float(d.mean()), "se": se, "better": int((d > 0).sum())}
+    with atomic_path(RESULTS / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps({**meta, "heads": rows, "mean": mean, "vs_mean": diff}, indent=1) + "\n")
+    lines = ["# Prior back targets against the ground truth at their cameras (PSNR dB, before tuning)", "",
+             f"{meta['date']}; network {meta['network']}; preset {meta['preset']}; {len(rows)} heads; "
+             f"`{meta['command']}`", "", "| head | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|"]
+    for head, r in [*rows.items(), ("mean", mean)]:
+        lines.append(f"| {head} | " + " | ".join(f"{r[k]:.2f}" for k in targets) + " |")
+    lines.append("| vs mean | " + " | ".join(f"{diff[k]['mean']:+.2f} ± {diff[k]['se']:.2f} ({diff[k]['better']})"
+                                             if k in diff else "–" for k in targets) + " |")
+    with atomic_path(RESULTS / f"{name}.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
