@@ -96,8 +96,8 @@ def score_head(G, folder: Path, preset, device: str) -> dict:
     members = rec.ws if rec.members is None else rec.members
     w_avg = latent_stats(G1, preset.w_avg_samples).w_avg
 
-    def shifted(images, masks, ref=0):  # the photo's hair colour, measured on view ``ref``'s back
-        shift = prior_colour_shift(front, photo_mask, images[ref:ref + 1], masks[ref:ref + 1])
+    def shifted(images, masks):  # the photo's hair colour, measured on the back view (view 0)
+        shift = prior_colour_shift(front, photo_mask, images[:1], masks[:1])
         return shift_colour(images, masks, shift.to(images.device))
 
     mirror = preset.prior_mirror_average

@@ -203,7 +203,6 @@ def test_quality_preset_averages_the_prior_over_its_stage1_members(tiny):
     assert none.members is None
 
 
-
 def test_prior_shrink_blends_the_prior_towards_the_mean_latents_back(tiny):
     """prior_shrink = a: every prior target is (1 - a) x the unshrunk target + a x the mean latent's
     target at the same camera in the photo's hair colour; stage 1 and the front are untouched."""

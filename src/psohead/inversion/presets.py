@@ -7,7 +7,7 @@ needed; on CUDA it also lets every step replay as a CUDA graph), +-45 degree pri
 in the photo's hair colour, averaged with their mirror images and blended 10 % towards the mean
 latent's back (``prior_shrink``), smaller video and mesh.
 ``quality`` = ``fast`` with the prior averaged over four stage-1 members (``prior_ensemble``):
-better front and back on the fidelity benchmark, for a stage 1 that costs 1.7-1.9x on the GPU
+better front and back on the fidelity benchmark, for a stage 1 that costs 1.7-2x on the GPU
 (official architecture) and 4.3x on the CPU.
 ``auto`` = ``fast`` on every device: the fidelity benchmark finds it as good on the front and
 better on the back than ``official`` (BENCHMARKS.md).
