@@ -322,15 +322,71 @@ def test_prior_of_an_ensemble_is_the_mean_of_its_members_priors():
         assert view.weight == each[0][k].weight
 
 
-def test_quality_preset_is_fast_with_an_ensemble_prior():
+def test_quality_preset_is_fast_with_an_ensemble_prior_shrunk_by_its_spread():
     fast, quality = get_preset("fast"), get_preset("quality")
     assert fast.prior_ensemble == 1 and quality.prior_ensemble == 4
-    assert dataclasses.replace(quality, name="fast", prior_ensemble=1) == fast
+    assert quality.prior_shrink == 0 and quality.prior_shrink_spread > 0
+    assert dataclasses.replace(quality, name="fast", prior_ensemble=1, prior_shrink=fast.prior_shrink,
+                               prior_shrink_spread=0.0) == fast
     with pytest.raises(InputError, match="prior_ensemble"):
         get_preset("fast", prior_ensemble=0)
     for bad in (-0.1, 1.0):
         with pytest.raises(InputError, match="prior_shrink"):
             get_preset("fast", prior_shrink=bad)
+    with pytest.raises(InputError, match="prior_shrink_spread must be >= 0"):
+        get_preset("quality", prior_shrink_spread=-1.0)
+    with pytest.raises(InputError, match="set one to 0"):  # two blends at once are ambiguous
+        get_preset("quality", prior_shrink=0.1)
+    with pytest.raises(InputError, match="prior_ensemble >= 2"):  # one member has no spread
+        get_preset("quality", prior_ensemble=1)
+
+
+def test_spread_weights_are_the_empirical_bayes_shrinkage_of_the_members_mean():
+    """Constant images: two members at m +- s have variance s^2, so the weight is
+    c s^2 / (c s^2 + (p - t)^2); members that agree keep the prior (weight 0)."""
+    from psohead.inversion.pseudo_back import spread_weights
+
+    size, s, gap, c = 64, 0.2, 0.3, 4.0
+    members = torch.stack([torch.full((2, 3, size, size), 0.1 + s), torch.full((2, 3, size, size), 0.1 - s)])
+    prior, towards = torch.full((2, 3, size, size), 0.1), torch.full((2, 3, size, size), 0.1 - gap)
+    weights = spread_weights(members, prior, towards, c)
+    assert weights.shape == (2, 1, size, size)
+    expected = c * s ** 2 / (c * s ** 2 + gap ** 2)  # 0.64
+    torch.testing.assert_close(weights, torch.full_like(weights, expected), atol=1e-4, rtol=0)
+    agree = spread_weights(members[:1].expand(2, -1, -1, -1, -1), prior, towards, c)
+    assert float(agree.abs().max()) < 1e-6
+
+
+def test_spread_weights_shrink_where_the_members_disagree_over_a_window_scaled_to_the_width():
+    from psohead.inversion.pseudo_back import spread_weights
+
+    for width, half in ((256, 3), (512, 7)):  # windows of 7 and 15 pixels, ~2.75 % of the width
+        members = torch.zeros(2, 1, 3, width, width)
+        members[0, 0, :, width // 2, width // 2] = 1.0  # one pixel where the two disagree
+        prior = torch.zeros(1, 3, width, width)
+        weights = spread_weights(members, prior, prior - 0.5, 1.0)[0, 0]
+        row = weights[width // 2]
+        centre = width // 2
+        assert float(row[centre]) > 0 and float(row[centre + half]) > 0 and float(row[centre - half]) > 0
+        assert float(row[centre + half + 1]) == 0 and float(row[centre - half - 1]) == 0
+        assert float(weights[centre + half + 1].abs().max()) == 0
+
+
+def test_shrink_views_takes_one_weight_map_per_view():
+    from psohead.inversion.pseudo_back import shrink_views
+    from psohead.inversion.targets import TargetView
+
+    lab = label_from_yaw_pitch(0.0)
+    views = [TargetView(f"v{i}", torch.full((1, 3, 4, 4), float(i)), lab) for i in range(2)]
+    towards = [TargetView(f"v{i}", torch.full((1, 3, 4, 4), 10.0), lab) for i in range(2)]
+    amount = torch.zeros(2, 1, 4, 4)
+    amount[0, :, :, :2] = 0.5  # view 0: left half halfway; view 1: unchanged
+    out = shrink_views(views, towards, amount)
+    assert torch.equal(out[0].image[..., :2], torch.full((1, 3, 4, 2), 5.0))
+    assert torch.equal(out[0].image[..., 2:], torch.zeros(1, 3, 4, 2))
+    assert torch.equal(out[1].image, views[1].image)
+    uniform = shrink_views(views, towards, 0.1)
+    torch.testing.assert_close(uniform[1].image, torch.full((1, 3, 4, 4), 1.9))
 
 
 def test_projector_members_rendered_together_or_one_by_one_agree():

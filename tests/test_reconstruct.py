@@ -234,3 +234,38 @@ def test_prior_shrink_blends_the_prior_towards_the_mean_latents_back(tiny):
         torch.testing.assert_close(a.image, 0.75 * b.image + 0.25 * h.image, atol=1e-4, rtol=0)
         assert float((a.image - b.image).abs().mean()) > 1e-3  # the mean head's back is not the latent's
     assert torch.equal(front.image, shrunk.views[0].image)
+
+
+def test_prior_shrink_spread_blends_each_pixel_by_the_members_disagreement(tiny):
+    """prior_shrink_spread = c: each prior target is (1 - w) x the members' mean + w x the mean
+    latent's target, w = spread_weights of the members' own renders (rendered here one by one);
+    stage 1 and the front are untouched, and the weight varies over the image."""
+    from psohead.api import load_generator
+    from psohead.inversion.imageio import mask_tensor
+    from psohead.inversion.projector import latent_stats
+    from psohead.inversion.pseudo_back import (back_cameras, prior_colour_shift, prior_views, render_prior,
+                                              spread_weights)
+    from psohead.inversion.reconstruct import reconstruct
+
+    _, image, label, _ = tiny
+    mask = torch.zeros(128, 128)
+    mask[16:120, 24:104] = 1
+    cfg = _preset(3, 0, back_augment_degrees=45.0, prior_mirror_average=True, prior_colour_match=True,
+                  prior_ensemble=2)
+    plain, spread = (reconstruct(image, None, label=label[0], mask=mask.numpy(), network="default", back="prior",
+                                 progress=False, preset=replace(cfg, prior_shrink_spread=c)) for c in (0.0, 4.0))
+    assert torch.equal(plain.members, spread.members) and spread.back["prior_shrink_spread"] == 4.0
+    assert 0 < spread.back["prior_shrink_mean_weight"] < 1 and "prior_shrink" not in spread.back
+    G = load_generator("default", device="cpu")
+    G.rendering_kwargs = {**G.rendering_kwargs, "ray_start": cfg.ray_start}
+    w_avg = latent_stats(G, cfg.w_avg_samples).w_avg.repeat(1, int(G.backbone.num_ws), 1)
+    back, back_mask = render_prior(G, w_avg, back_cameras(label)[0][1])
+    shift = prior_colour_shift(plain.views[0], mask_tensor(plain.mask, 128), back, back_mask)
+    head = torch.cat([v.image for v in prior_views(G, w_avg, label, 45.0, colour_shift=shift, mirror_average=True)])
+    each = torch.stack([torch.cat([v.image for v in prior_views(G, m[None], label, 45.0, mirror_average=True)])
+                        for m in spread.members])
+    before, after = (torch.cat([v.image for v in r.views if v.source == "prior"]) for r in (plain, spread))
+    weight = spread_weights(each, before, head, 4.0)
+    assert float(weight.std()) > 0.05  # per pixel, not one number
+    torch.testing.assert_close(after, (1 - weight) * before + weight * head, atol=1e-4, rtol=0)
+    assert torch.equal(plain.views[0].image, spread.views[0].image)

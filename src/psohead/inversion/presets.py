@@ -6,9 +6,10 @@ with the same schedule shape, deterministic ray samples (less noise per step, so
 needed; on CUDA it also lets every step replay as a CUDA graph), +-45 degree prior back views
 in the photo's hair colour, averaged with their mirror images and blended 10 % towards the mean
 latent's back (``prior_shrink``), smaller video and mesh.
-``quality`` = ``fast`` with the prior averaged over four stage-1 members (``prior_ensemble``):
-better front and back on the fidelity benchmark, for a stage 1 that costs 1.7-2x on the GPU
-(official architecture) and 4.3x on the CPU.
+``quality`` = ``fast`` with the prior averaged over four stage-1 members (``prior_ensemble``) and
+blended towards the mean latent's back per pixel, most where the members disagree
+(``prior_shrink_spread``): better front and back on the fidelity benchmark, for a stage 1 that
+costs 1.7-2x on the GPU (official architecture) and 4.3x on the CPU.
 ``auto`` = ``fast`` on every device: the fidelity benchmark finds it as good on the front and
 better on the back than ``official`` (BENCHMARKS.md).
 """
@@ -39,6 +40,7 @@ class Preset:
     prior_mirror_average: bool = False  # average the prior with its mirror image (symmetric part)
     prior_ensemble: int = 1  # stage-1 latents optimised together whose prior renders are averaged
     prior_shrink: float = 0.0  # blend of the prior towards the mean latent's back (same cameras and colour)
+    prior_shrink_spread: float = 0.0  # > 0: that blend per pixel, scale of the members' spread (replaces prior_shrink)
     video_frames: int = 240
     video_fps: int = 60
     mesh_resolution: int = 256
@@ -55,7 +57,8 @@ PRESETS = {
                    back_augment_alternate=True, prior_colour_match=True, prior_mirror_average=True, prior_shrink=0.1,
                    video_frames=72, video_fps=24, mesh_resolution=128),
 }
-PRESETS["quality"] = replace(PRESETS["fast"], name="quality", prior_ensemble=4)
+PRESETS["quality"] = replace(PRESETS["fast"], name="quality", prior_ensemble=4, prior_shrink=0.0,
+                             prior_shrink_spread=4.0)
 PRESET_NAMES = ("auto", *PRESETS)
 
 
@@ -86,4 +89,11 @@ def get_preset(name: str | Preset = "auto", **overrides) -> Preset:
             raise InputError(f"{key} must be >= {low}, got {changes[key]}")
     if "prior_shrink" in changes and not 0 <= float(changes["prior_shrink"]) < 1:
         raise InputError(f"prior_shrink must be in [0, 1), got {changes['prior_shrink']}")
-    return replace(preset, **changes) if changes else preset
+    if "prior_shrink_spread" in changes and float(changes["prior_shrink_spread"]) < 0:
+        raise InputError(f"prior_shrink_spread must be >= 0, got {changes['prior_shrink_spread']}")
+    preset = replace(preset, **changes) if changes else preset
+    if preset.prior_shrink_spread > 0 and preset.prior_shrink > 0:
+        raise InputError("prior_shrink and prior_shrink_spread are two ways to blend the prior: set one to 0")
+    if preset.prior_shrink_spread > 0 and preset.prior_ensemble < 2:
+        raise InputError("prior_shrink_spread needs stage-1 members to measure their spread: prior_ensemble >= 2")
+    return preset

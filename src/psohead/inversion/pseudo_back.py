@@ -127,7 +127,18 @@ def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, augment_degrees:
     ``ws`` [K,num_ws,w_dim] with K > 1 (stage 1's members, see projector.py): the targets are the
     mean of the members' views, the part of the unseen side they agree on."""
     cams = back_cameras(front_label, augment_degrees, weight)
-    images, masks = prior_renders(G, ws, torch.cat([lab for _, lab, _ in cams]), mirror_average)
+    images, masks = prior_renders(G, ws, camera_labels(cams), mirror_average)
+    return views_from_renders(cams, images, masks, alternate, colour_shift)
+
+
+def camera_labels(cams: list[tuple[str, torch.Tensor, float]]) -> torch.Tensor:
+    """Labels [V,25] of :func:`back_cameras`' list."""
+    return torch.cat([lab for _, lab, _ in cams])
+
+
+def views_from_renders(cams: list[tuple[str, torch.Tensor, float]], images: torch.Tensor, masks: torch.Tensor,
+                       alternate: bool = False, colour_shift: torch.Tensor | None = None) -> list[TargetView]:
+    """Prior TargetViews from renders [V,3,H,W] + masks [V,1,H,W] at the cameras ``cams``."""
     if colour_shift is not None:
         images = shift_colour(images, masks, colour_shift)
     return [TargetView(name, images[i:i + 1].cpu(), lab.cpu(), view_weight, None, "prior",
@@ -135,28 +146,60 @@ def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, augment_degrees:
             for i, (name, lab, view_weight) in enumerate(cams)]
 
 
-def shrink_views(views: list[TargetView], towards: list[TargetView], amount: float) -> list[TargetView]:
-    """Each target blended with weight ``amount`` towards the same camera's target in ``towards``.
+def shrink_views(views: list[TargetView], towards: list[TargetView], amount: float | torch.Tensor
+                 ) -> list[TargetView]:
+    """Each target blended with weight ``amount`` (a number, or per-pixel weights [V,1,H,W], one
+    row per view) towards the same camera's target in ``towards``.
 
     With the mean latent's views as ``towards`` this shrinks the latent's guess at the unseen side
     towards the population's mean back: 0.1 brings the prior 0.15 dB closer to held-out backs
-    (24 heads, benchmarks/prior_targets.py); 0.2 no closer, 0.3 further."""
-    return [replace(v, image=(1 - amount) * v.image + amount * t.image) for v, t in zip(views, towards, strict=True)]
+    (24 heads, benchmarks/prior_targets.py); 0.2 no closer, 0.3 further. Per-pixel weights from
+    :func:`spread_weights` shrink most where stage 1's members disagree."""
+    amounts = [amount] * len(views) if isinstance(amount, float) else amount.split(1)
+    return [replace(v, image=(1 - a) * v.image + a * t.image)
+            for v, t, a in zip(views, towards, amounts, strict=True)]
+
+
+def spread_weights(member_images: torch.Tensor, prior: torch.Tensor, towards: torch.Tensor, scale: float
+                   ) -> torch.Tensor:
+    """Per-pixel blend weights [V,1,H,W] of the prior views [V,3,H,W] towards ``towards`` [V,3,H,W]:
+    empirical-Bayes shrinkage ``scale * v / (scale * v + d)``, v the variance of the members'
+    renders [K,V,3,H,W] and d the squared gap between prior and ``towards`` (both local means over
+    ~3 % of the width, channels averaged). Where the members agree, or the gap is large against
+    their spread, the prior stays; where their guesses scatter it moves towards the mean head."""
+    size = max(1, round(0.0275 * member_images.shape[-1])) | 1  # 7 pixels at 256; odd: a centred window
+    spread = _local_mean(member_images.var(0, unbiased=False).mean(1, keepdim=True), size)
+    gap = _local_mean((prior - towards).square().mean(1, keepdim=True), size)
+    return scale * spread / (scale * spread + gap + 1e-6)
+
+
+def _local_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    return F.avg_pool2d(x, size, stride=1, padding=size // 2, count_include_pad=False)
+
+
+def member_renders(G, ws: torch.Tensor, labels: torch.Tensor, mirror_average: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images [K,V,3,H,W] and masks [K,V,1,H,W] of each latent in ``ws`` [K,num_ws,w_dim] at
+    ``labels`` [V,25]; with ``mirror_average`` each averaged with the flipped views from the
+    mirrored cameras."""
+    n = len(labels)
+    cameras = torch.cat([labels, mirrored_label(labels)]) if mirror_average else labels
+    images, masks = [], []
+    for member in ws.split(1):  # one render call per latent: its views share one tri-grid
+        im, m = render_prior(G, member, cameras)
+        if mirror_average:
+            im, m = 0.5 * (im[:n] + im[n:].flip(-1)), 0.5 * (m[:n] + m[n:].flip(-1))
+        images.append(im)
+        masks.append(m)
+    return torch.stack(images), torch.stack(masks)
 
 
 def prior_renders(G, ws: torch.Tensor, labels: torch.Tensor, mirror_average: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [V,3,H,W] and masks [V,1,H,W] at ``labels`` [V,25], averaged over the latents ``ws``
     [K,num_ws,w_dim] and, with ``mirror_average``, with the flipped views from the mirrored cameras."""
-    n = len(labels)
-    cameras = torch.cat([labels, mirrored_label(labels)]) if mirror_average else labels
-    images, masks = 0.0, 0.0
-    for member in ws.split(1):  # one render call per latent: its views share one tri-grid
-        im, m = render_prior(G, member, cameras)
-        if mirror_average:
-            im, m = 0.5 * (im[:n] + im[n:].flip(-1)), 0.5 * (m[:n] + m[n:].flip(-1))
-        images, masks = images + im / len(ws), masks + m / len(ws)
-    return images, masks
+    images, masks = member_renders(G, ws, labels, mirror_average)
+    return images.mean(0), masks.mean(0)
 
 
 def shift_colour(images: torch.Tensor, masks: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

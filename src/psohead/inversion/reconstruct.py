@@ -20,8 +20,9 @@ from .pivotal import PivotalConfig, tune
 from .precision import check_precision
 from .presets import Preset, get_preset, resolve_device
 from .projector import ProjectorConfig, latent_stats, project
-from .pseudo_back import (BackPlan, back_cameras, fk_view, photo_view, plan_back, prior_colour_shift,
-                          prior_views, reference_back_mask, render_prior, shrink_views)
+from .pseudo_back import (BackPlan, back_cameras, camera_labels, fk_view, member_renders, photo_view, plan_back,
+                          prior_colour_shift, reference_back_mask, render_prior, shrink_views, spread_weights,
+                          views_from_renders)
 from .targets import TargetView
 
 EXTRA_VIEW_WEIGHT = 1.0  # a real photo counts like the front one
@@ -120,22 +121,32 @@ def _prior_targets(G, cfg: Preset, members: torch.Tensor, w_avg: torch.Tensor, l
                    ) -> list[TargetView]:
     """The prior back views of stage 1's members: in the photo's hair colour when ``front_mask`` is
     given (shift measured on the pivot's back render ``pivot_back`` = (image, mask)), blended
-    ``cfg.prior_shrink`` towards the mean latent's views; what was used goes into ``record``."""
+    towards the mean latent's views (``cfg.prior_shrink``, or per pixel by the members' spread with
+    ``cfg.prior_shrink_spread``); what was used goes into ``record``."""
+    cams = back_cameras(label, cfg.back_augment_degrees, cfg.prior_weight)
 
     def views_of(ws, back, back_mask):
         shift = None if front_mask is None else prior_colour_shift(front, front_mask, back, back_mask)
-        return shift, prior_views(G, ws, label, cfg.back_augment_degrees, cfg.back_augment_alternate,
-                                  colour_shift=shift, weight=cfg.prior_weight, mirror_average=cfg.prior_mirror_average)
+        images, masks = member_renders(G, ws, camera_labels(cams), cfg.prior_mirror_average)
+        return shift, images, views_from_renders(cams, images.mean(0), masks.mean(0), cfg.back_augment_alternate,
+                                                 shift)
 
-    shift, prior = views_of(members, *pivot_back)
+    shift, member_images, prior = views_of(members, *pivot_back)
     if shift is not None:
         record["prior_colour_shift"] = [round(float(v), 4) for v in shift]
     record["prior_members"] = len(members)
-    if cfg.prior_shrink > 0:
+    if cfg.prior_shrink > 0 or cfg.prior_shrink_spread > 0:
         mean_head = w_avg.repeat(1, int(G.backbone.num_ws), 1)
-        back = render_prior(G, mean_head, back_cameras(label)[0][1])
-        prior = shrink_views(prior, views_of(mean_head, *back)[1], cfg.prior_shrink)
-        record["prior_shrink"] = cfg.prior_shrink
+        head = views_of(mean_head, *render_prior(G, mean_head, back_cameras(label)[0][1]))[2]
+        if cfg.prior_shrink_spread > 0:
+            amount = spread_weights(member_images.cpu(), torch.cat([v.image for v in prior]),
+                                    torch.cat([v.image for v in head]), cfg.prior_shrink_spread)
+            record["prior_shrink_spread"] = cfg.prior_shrink_spread
+            record["prior_shrink_mean_weight"] = round(float(amount.mean()), 4)
+        else:
+            amount = cfg.prior_shrink
+            record["prior_shrink"] = cfg.prior_shrink
+        prior = shrink_views(prior, head, amount)
     return prior
 
 
