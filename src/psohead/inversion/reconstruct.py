@@ -139,8 +139,9 @@ def _prior_targets(G, cfg: Preset, members: torch.Tensor, w_avg: torch.Tensor, l
         mean_head = w_avg.repeat(1, int(G.backbone.num_ws), 1)
         head = views_of(mean_head, *render_prior(G, mean_head, back_cameras(label)[0][1]))[2]
         if cfg.prior_shrink_spread > 0:
-            amount = spread_weights(member_images.cpu(), torch.cat([v.image for v in prior]),
-                                    torch.cat([v.image for v in head]), cfg.prior_shrink_spread)
+            dev = member_images.device  # on the GPU: 512² windows of 15 pixels are slow on the CPU
+            amount = spread_weights(member_images, torch.cat([v.image for v in prior]).to(dev),
+                                    torch.cat([v.image for v in head]).to(dev), cfg.prior_shrink_spread).cpu()
             record["prior_shrink_spread"] = cfg.prior_shrink_spread
             record["prior_shrink_mean_weight"] = round(float(amount.mean()), 4)
         else:
