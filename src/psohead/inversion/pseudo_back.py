@@ -155,7 +155,7 @@ def shrink_views(views: list[TargetView], towards: list[TargetView], amount: flo
     towards the population's mean back: 0.1 brings the prior 0.15 dB closer to held-out backs
     (24 heads, benchmarks/prior_targets.py); 0.2 no closer, 0.3 further. Per-pixel weights from
     :func:`spread_weights` shrink most where stage 1's members disagree."""
-    amounts = [amount] * len(views) if isinstance(amount, float) else amount.split(1)
+    amounts = amount.split(1) if isinstance(amount, torch.Tensor) else [float(amount)] * len(views)
     return [replace(v, image=(1 - a) * v.image + a * t.image)
             for v, t, a in zip(views, towards, amounts, strict=True)]
 
