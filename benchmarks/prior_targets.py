@@ -9,7 +9,7 @@ ground-truth views at the prior's own cameras (the back and the +-augment views;
 view nearest each camera), before any tuning. Stage 2 then pulls the back towards its target,
 so a closer target is the candidate for a better back. Targets:
 
-* ``mean``         - what ``reconstruct`` uses with this preset before ``prior_shrink`` (the
+* ``mean``         - what ``reconstruct`` uses with this preset before the blend towards the mean head (the
   members' mean, the photo's hair colour shifted onto it from the pivot's back);
 * ``pivot``        - the first member alone (what ``fast`` gets);
 * ``shift-mean``   - the members' mean with the colour shift measured on the mean's own back;
@@ -27,7 +27,8 @@ so a closer target is the candidate for a better back. Targets:
 * ``pop-L``        - ``mean`` blended with weight L towards the mean of 16 random heads' views
   (the population's mean image rather than the mean latent's head), in the photo's hair colour.
 
-``shipped`` is the target ``reconstruct`` uses with the preset (``shrink-0.1`` for ``quality``).
+``shipped`` is the target ``reconstruct`` used with the preset (read from its stage-2 views;
+``eb-4`` for ``quality`` now, ``shrink-0.1`` before).
 
 ``front-pivot`` / ``front-wmean``: PSNR of the pivot's and the mean latent's front render against
 the photo (the pivot stage 2 would start from). ``final``: the reconstruction (after stage 2) at
@@ -35,7 +36,7 @@ the same cameras, with its camera offset as ``fidelity.py`` renders it.
 
 Writes benchmarks/results/NAME.{json,md}: per head, the mean over heads and each target's
 per-head difference to ``shipped`` (mean +- standard error). ``final`` comes from the full preset
-(``prior_shrink`` included).
+(its blend included).
 """
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ from psohead.camera import apply_offset, split_label, yaw_pitch_from_label
 from psohead.inversion.imageio import mask_tensor
 from psohead.inversion.presets import get_preset
 from psohead.inversion.projector import latent_stats
-from psohead.inversion.pseudo_back import (back_cameras, member_renders, prior_colour_shift, prior_renders,
-                                          shift_colour, spread_weights)
+from psohead.inversion.pseudo_back import (back_cameras, camera_labels, local_mean, member_renders,
+                                          prior_colour_shift, prior_renders, shift_colour, spread_weights)
 from psohead.inversion.reconstruct import reconstruct
 from psohead.metrics.image import psnr
 from psohead.training.dataset import HeadDataset
@@ -68,6 +69,7 @@ TRUNC = (0.9,)
 VSHRINK = (0.1, 0.2, 0.3)  # mean blend weight, spread over the pixels by the members' disagreement
 EB = (0.25, 1.0, 4.0, 8.0, 16.0, 32.0)  # scale of the members' variance in the empirical-Bayes blend
 POPULATION = 16  # random heads averaged for the population-mean target
+POP = (0.1, 0.2)  # blend weights towards their mean image
 
 
 def nearest_views(ds: HeadDataset, labels: torch.Tensor) -> tuple[list[int], float]:
@@ -94,10 +96,6 @@ def score(images: torch.Tensor, ds: HeadDataset, idx: list[int]) -> float:
     return float(np.mean(values))
 
 
-def smooth(x: torch.Tensor, size: int = 7) -> torch.Tensor:
-    return F.avg_pool2d(x, size, stride=1, padding=size // 2, count_include_pad=False)
-
-
 def population_renders(G, front_label: torch.Tensor, labels: torch.Tensor, mirror: bool
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean views (and masks) of POPULATION random heads (psi 1, conditioned on the photo's camera)."""
@@ -114,7 +112,9 @@ def score_head(G, folder: Path, preset, device: str) -> dict:
                       network=G, preset=preset, back="prior", device=device, progress=False)
     dev = rec.ws.device
     G1, res = copy.deepcopy(G).to(dev), int(G.img_resolution)  # reconstruct tuned a copy: this is G untuned
-    labels = torch.cat([lab for _, lab, _ in back_cameras(rec.label, preset.back_augment_degrees)]).to(dev)
+    if preset.ray_start is not None:  # render the candidates as reconstruct renders its targets
+        G1.rendering_kwargs = {**G1.rendering_kwargs, "ray_start": preset.ray_start}
+    labels = camera_labels(back_cameras(rec.label, preset.back_augment_degrees)).to(dev)
     idx, mismatch = nearest_views(ds, labels.cpu())
     front = next(v for v in rec.views if v.name == "front")
     photo_mask = mask_tensor(mask[0].numpy(), res)
@@ -128,18 +128,18 @@ def score_head(G, folder: Path, preset, device: str) -> dict:
     mirror = preset.prior_mirror_average
     pivot_im, pivot_m = prior_renders(G1, rec.ws, labels, mirror)
     mean_im, mean_m = prior_renders(G1, members, labels, mirror)
-    base = mean_im  # the prior views as reconstruct makes them, before prior_shrink
+    base = mean_im  # the prior views as reconstruct makes them, before the blend towards the mean head
     if "prior_colour_shift" in rec.back:
         base = shift_colour(mean_im, mean_m, torch.tensor(rec.back["prior_colour_shift"]).to(dev))
     head_im, head_m = prior_renders(G1, w_avg.repeat(1, members.shape[1], 1), labels, mirror)
     mean_head = shifted(head_im, head_m)
-    shipped = (1 - preset.prior_shrink) * base + preset.prior_shrink * mean_head
+    shipped = torch.cat([v.image for v in rec.views if v.source == "prior"])  # camera order as labels
     out = {"shipped": score(shipped, ds, idx), "mean": score(base, ds, idx),
            "pivot": score(shifted(pivot_im, pivot_m), ds, idx), "shift-mean": score(shifted(mean_im, mean_m), ds, idx)}
     for lam in SHRINK:
         out[f"shrink-{lam:g}"] = score((1 - lam) * base + lam * mean_head, ds, idx)
     member_images = member_renders(G1, members, labels, mirror)[0]
-    spread = smooth(member_images.var(0, unbiased=False).mean(1, keepdim=True))
+    spread = local_mean(member_images.var(0, unbiased=False).mean(1, keepdim=True), 7)
     for lam in VSHRINK:
         weight = (lam * spread / spread.mean()).clamp(max=1)
         out[f"vshrink-{lam:g}"] = score((1 - weight) * base + weight * mean_head, ds, idx)
@@ -147,7 +147,7 @@ def score_head(G, folder: Path, preset, device: str) -> dict:
         weight = spread_weights(member_images, base, mean_head, c)  # = prior_shrink_spread c
         out[f"eb-{c:g}"] = score((1 - weight) * base + weight * mean_head, ds, idx)
     population = shifted(*population_renders(G1, rec.label.to(dev), labels, mirror))
-    for lam in (0.1, 0.2):
+    for lam in POP:
         out[f"pop-{lam:g}"] = score((1 - lam) * base + lam * population, ds, idx)
     for psi in TRUNC:
         im, m = prior_renders(G1, w_avg + psi * (members - w_avg), labels, mirror)

@@ -168,12 +168,13 @@ def spread_weights(member_images: torch.Tensor, prior: torch.Tensor, towards: to
     ~3 % of the width, channels averaged). Where the members agree, or the gap is large against
     their spread, the prior stays; where their guesses scatter it moves towards the mean head."""
     size = max(1, round(0.0275 * member_images.shape[-1])) | 1  # 7 pixels at 256; odd: a centred window
-    spread = _local_mean(member_images.var(0, unbiased=False).mean(1, keepdim=True), size)
-    gap = _local_mean((prior - towards).square().mean(1, keepdim=True), size)
+    spread = local_mean(member_images.var(0, unbiased=False).mean(1, keepdim=True), size)
+    gap = local_mean((prior - towards).square().mean(1, keepdim=True), size)
     return scale * spread / (scale * spread + gap + 1e-6)
 
 
-def _local_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+def local_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a centred size x size window (odd size; the border averages what it covers)."""
     return F.avg_pool2d(x, size, stride=1, padding=size // 2, count_include_pad=False)
 
 
