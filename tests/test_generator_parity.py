@@ -284,9 +284,25 @@ def test_tiny_cached_backbone_reuses_planes():
         fresh = g.synthesis(ws, c, neural_rendering_resolution=16, cache_backbone=True, **DET)
         assert torch.equal(g._last_planes.view_as(planes), planes)
         # With the cache on, other ws render the cached tri-grid; only background/torgb/SR see the new ws.
-        cached = g.synthesis(ws_other, c, use_cached_backbone=True, **DET)
-    assert g.neural_rendering_resolution == 16  # an explicit resolution sticks, as officially
+        cached = g.synthesis(ws_other, c, neural_rendering_resolution=16, use_cached_backbone=True, **DET)
     assert torch.equal(cached["image_depth"], fresh["image_depth"])
     assert torch.equal(cached["image_mask"], fresh["image_mask"])
     assert not torch.equal(cached["image_raw"], fresh["image_raw"])
     assert not torch.equal(g.planes(ws_other, noise_mode="const"), planes)
+
+
+def test_render_options_are_per_call():
+    """A resolution or rendering override given to synthesis changes that render, not the network."""
+    torch.manual_seed(0)
+    g = TriGridGenerator.from_config(_tiny_config(*TINY[0])).eval()
+    own_res, own_kwargs = g.neural_rendering_resolution, dict(g.rendering_kwargs)
+    ws, c = torch.randn(1, g.num_ws, 512), _tiny_camera(1)
+    with torch.no_grad():
+        plain = g.synthesis(ws, c, **DET)
+        near = g.synthesis(ws, c, render_overrides={"ray_start": own_kwargs["ray_start"] + 0.3}, **DET)
+        small = g.synthesis(ws, c, neural_rendering_resolution=own_res // 2, **DET)
+        again = g.synthesis(ws, c, **DET)
+    assert g.neural_rendering_resolution == own_res and g.rendering_kwargs == own_kwargs
+    assert small["image_raw"].shape[-1] == own_res // 2 and again["image_raw"].shape[-1] == own_res
+    assert not torch.allclose(near["image_depth"], plain["image_depth"])
+    assert torch.equal(again["image"], plain["image"])

@@ -123,21 +123,21 @@ class TriGridGenerator(torch.nn.Module):
 
     def synthesis(self, ws, c, neural_rendering_resolution=None, update_emas=False, cache_backbone=False,
                   use_cached_backbone=False, noise_mode="random", deterministic=False, ws_bcg=None,
-                  return_intermediates=False, **synthesis_kwargs) -> dict:
+                  return_intermediates=False, render_overrides: dict | None = None, **synthesis_kwargs) -> dict:
         """Render W+ codes ws [N, num_ws, w_dim] from camera c [N, 25] exactly as given (no Δ added here).
 
         ws may also be [1, num_ws, w_dim] for N cameras: one head seen from N views, its tri-grid and
         background made once (the same images as ws repeated N times, at a fraction of the cost).
+        ``neural_rendering_resolution`` and ``render_overrides`` (entries of ``rendering_kwargs``,
+        e.g. ``{"ray_start": 2.35}``) apply to this call only: the network itself is never changed
+        by rendering (the official code keeps the last resolution asked for).
         """
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise InputError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         if c.ndim != 2 or c.shape[1] < 25 or (c.shape[0] != ws.shape[0] and ws.shape[0] != 1):
             raise InputError(f"camera label c must be [{ws.shape[0]}, 25], got {tuple(c.shape)}")
-        if neural_rendering_resolution is None:
-            neural_rendering_resolution = self.neural_rendering_resolution
-        else:
-            self.neural_rendering_resolution = neural_rendering_resolution
-        res = neural_rendering_resolution
+        res = neural_rendering_resolution or self.neural_rendering_resolution
+        options = self.rendering_kwargs if not render_overrides else {**self.rendering_kwargs, **render_overrides}
         synthesis_kwargs["noise_mode"] = noise_mode
         n = c.shape[0]
 
@@ -154,7 +154,7 @@ class TriGridGenerator(torch.nn.Module):
             self._last_planes = raw_planes
         planes = self._as_planes(raw_planes)
 
-        rendered = self.renderer(planes, self.decoder, ray_origins, ray_directions, self.rendering_kwargs,
+        rendered = self.renderer(planes, self.decoder, ray_origins, ray_directions, options,
                                  deterministic=deterministic, return_intermediates=return_intermediates)
         feature_samples, depth_samples, weights_samples = rendered[:3]
         feature_image = feature_samples.permute(0, 2, 1).reshape(n, feature_samples.shape[-1], res, res).contiguous()
@@ -173,7 +173,7 @@ class TriGridGenerator(torch.nn.Module):
                 ws_b = torch.cat([ws_b, ws_b[:, -1:].repeat(1, k - ws_b.shape[1], 1)], 1)
             bcg_image = self.bcg_synthesis(ws_b, update_emas=update_emas, **synthesis_kwargs)
             bcg_resized = F.interpolate(bcg_image, size=feature_image.shape[2:], mode="bilinear",
-                                        align_corners=False, antialias=self.rendering_kwargs["sr_antialias"])
+                                        align_corners=False, antialias=options["sr_antialias"])
             feature_image = feature_image + (1 - weights_image) * bcg_resized
 
         ws = ws.expand(n, -1, -1)  # per view from here on (torgb and super-resolution see images)
@@ -182,7 +182,7 @@ class TriGridGenerator(torch.nn.Module):
             rgb_image = rgb_image.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         else:
             rgb_image = feature_image[:, :3]
-        sr_kwargs = dict(synthesis_kwargs, noise_mode=self.rendering_kwargs["superresolution_noise_mode"])
+        sr_kwargs = dict(synthesis_kwargs, noise_mode=options["superresolution_noise_mode"])
         sr_image = self.superresolution(rgb_image, feature_image, ws, **sr_kwargs)
         mask_image = weights_image * (1 + 2 * 0.001) - 0.001
 
