@@ -37,7 +37,7 @@ from psohead.inversion.imageio import mask_tensor
 from psohead.inversion.pseudo_back import back_cameras, hair_colour, prior_colour_shift, render_prior, shift_colour
 from psohead.inversion.reconstruct import reconstruct
 from psohead.metrics.image import psnr
-from psohead.training.dataset import HeadDataset
+from psohead.io.dataset import HeadDataset
 
 TARGETS = ("prior", "front-error", "hair", "oracle")
 

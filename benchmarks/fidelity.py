@@ -36,7 +36,7 @@ from psohead.inversion.presets import Preset, get_preset
 from psohead.inversion.reconstruct import reconstruct
 from psohead.metrics.geometry import depth_error
 from psohead.metrics.image import mask_iou, psnr, ssim
-from psohead.training.dataset import HeadDataset
+from psohead.io.dataset import HeadDataset
 
 BUCKETS = ((0, 30), (30, 60), (60, 90), (90, 135), (135, 181))
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -62,7 +62,7 @@ from psohead.inversion.pseudo_back import (back_cameras, camera_labels, local_me
                                           prior_colour_shift, prior_renders, shift_colour, spread_weights)
 from psohead.inversion.reconstruct import reconstruct
 from psohead.metrics.image import psnr
-from psohead.training.dataset import HeadDataset
+from psohead.io.dataset import HeadDataset
 
 SHRINK = (0.05, 0.1, 0.15, 0.2)
 TRUNC = (0.9,)

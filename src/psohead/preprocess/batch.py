@@ -17,7 +17,7 @@ from .. import camera
 from ..atomic import atomic_path, write_json
 from ..errors import InputError, PsoheadError
 from .crop import CANVAS
-from .io import expand_inputs
+from ..io.images import list_images
 from .pipeline import FaceTooSmallWarning, align_all
 
 
@@ -35,7 +35,7 @@ def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with
                skip_small: bool = False, progress: bool = True) -> dict:
     """Align every input; returns {"written": [...], "failed": {input: reason}, "warnings": [...]}."""
     outdir = Path(outdir)
-    paths = expand_inputs(inputs)
+    paths = list_images(inputs)
     if not paths:
         raise InputError("no input images found")
     _writable_dir(outdir)

@@ -11,7 +11,7 @@ import torch
 
 from ..camera import HEAD_LOOKAT, label_from_yaw_pitch
 from ..errors import InputError
-from ..training.dataset_writer import DatasetWriter
+from ..io.dataset_writer import DatasetWriter
 from . import head as H
 from .preview import render_views
 
