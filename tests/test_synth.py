@@ -145,6 +145,7 @@ def test_orbit_writes_views_labels_and_closed_coloured_mesh(tmp_path):
     assert hi[1] > 0.15 and lo[1] < -0.4  # crown above the eyes, shoulders below
     assert abs(hi[0] + lo[0]) < 0.02  # left-right symmetric extent
     assert mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    assert mesh.volume > 0  # faces wound outward
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -85,7 +85,7 @@ def prepare_input(image, label=None, mask=None, what: str = "input") -> Prepared
     except ImportError:
         raise InputError(f"{what}: no camera label given and the face preprocessing is not available; "
                          "pass an aligned crop with --label") from None
-    face = align(pil)
+    face = align(pil, name=str(path) if path is not None else what)
     return PreparedInput(face.image.convert("RGB"), validate_label(face.label, f"{what} label"),
                          getattr(face, "mask", None), "photo", "preprocess")
 

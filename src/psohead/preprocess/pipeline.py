@@ -14,6 +14,7 @@ from .crop import CANVAS, MIN_QUAD_SIDE, SQUARE_SIDE, SQUARE_TL, Quad, apply_aff
 from ..io.images import read_image
 from .landmarks import Face, detect_faces, predict_landmarks
 from .mask import person_matte
+from .native import check_installed
 from .pose import Calibration, estimate_pose, euler_3ddfa, label_from_rotation
 
 MIN_IMAGE_SIDE = 32
@@ -109,6 +110,7 @@ def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: boo
     """Every detected face (at most max_faces), largest first. Raises NoFaceError when there is none."""
     if size not in (CANVAS, 512):
         raise InputError(f"size must be {CANVAS} (official canvas) or 512, got {size}")
+    check_installed(with_mask)
     name = name or (str(image) if isinstance(image, (str,)) or hasattr(image, "__fspath__") else "image")
     pil = read_image(image, name)
     if min(pil.size) < MIN_IMAGE_SIDE:
