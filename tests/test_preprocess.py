@@ -116,7 +116,7 @@ def test_bad_inputs(tmp_path):
         align(tmp_path / "corrupt.jpg")
     with pytest.raises(InputError, match="text.png"):
         align(tmp_path / "text.png")
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="file not found"):
         align(tmp_path / "missing.jpg")
     with pytest.raises(InputError, match="too small"):
         align(np.zeros((16, 16, 3), np.uint8))
