@@ -189,21 +189,26 @@ def build_page(runner: JobRunner):
                     back_cmp = gr.Image(label="Back: before tuning | target | final", interactive=False, height=200)
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
 
-        outputs = [status, job_id, viewer, video, views, front, back_cmp, downloads]
+        # Gradio 6's Model3D does not draw a value streamed by a generator: the generator hands the
+        # GLB over in a State and a plain step after it shows it.
+        glb = gr.State(None)
+        outputs = [status, job_id, glb, video, views, front, back_cmp, downloads]
 
         def run_job(photo_v, preset_v, back_v, back_photo_v, extra_v, yaw_v):
+            yield {glb: None, video: None, views: None, front: None, back_cmp: None, downloads: None}
             for line, jid, res in runner.run(photo_v, preset_v, back_v, back_photo_v, extra_v, yaw_v):
                 if res is None:
                     yield {status: line, job_id: jid}
                 else:
-                    yield {status: line, job_id: jid, viewer: res.glb, video: res.video, views: res.views,
-                           front: res.front, back_cmp: res.back, downloads: [str(p) for p in res.downloads]}
+                    shown = {glb: res.glb, video: res.video, views: res.views, front: res.front, back_cmp: res.back}
+                    yield {status: line, job_id: jid, downloads: [str(p) for p in res.downloads],
+                           **{c: None if p is None else str(p) for c, p in shown.items()}}
 
         photo.change(runner.preview, [photo], [preview, status], queue=False)
         back.change(lambda b: gr.update(visible=b == "photo"), [back], [back_photo], queue=False)
-        run.click(lambda: (None, None, None, None, None, None), None, [viewer, video, views, front, back_cmp, downloads],
-                  queue=False).then(run_job, [photo, preset, back, back_photo, extra, extra_yaw], outputs,
-                                    concurrency_limit=None, api_name="reconstruct")
+        run.click(lambda: None, None, viewer, queue=False).then(
+            run_job, [photo, preset, back, back_photo, extra, extra_yaw], outputs, concurrency_limit=None,
+            api_name="reconstruct").then(lambda path: path, glb, viewer, queue=False)
         cancel.click(runner.cancel, [job_id], [status], queue=False)
     return page
 
