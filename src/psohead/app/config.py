@@ -22,7 +22,7 @@ class AppConfig:
     concurrency: int = 1  # jobs running at once on the device
     ttl: float = 3600.0  # seconds a job's folder (results, downloads) is kept after it was made
     work_dir: Path | None = None  # parent of the job folders; None: a fresh folder in the system temp dir
-    max_upload_mb: float = 20.0  # largest photo file accepted
+    max_upload_mb: float = 20.0  # largest photo file accepted (MiB; Gradio refuses larger uploads itself)
     max_megapixels: float = 40.0  # largest photo accepted, width x height (decoding a bomb stops here)
     max_disk_mb: float = 4096.0  # the work dir's budget: new jobs are refused while it is used up
     examples_dir: Path | None = EXAMPLES_DIR  # photos offered as examples (missing folder: none)
@@ -37,7 +37,7 @@ class AppConfig:
 
     @property
     def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1e6)
+        return int(self.max_upload_mb * 2 ** 20)  # MB as Gradio's upload limit counts them
 
     @property
     def max_pixels(self) -> int:

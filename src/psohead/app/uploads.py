@@ -25,7 +25,7 @@ def accept_image(src: str | os.PathLike, dest: Path, max_bytes: int, max_pixels:
     except OSError:
         raise InputError(f"the {what} upload did not arrive; please upload it again") from None
     if size > max_bytes:
-        raise InputError(f"the {what} file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB")
+        raise InputError(f"the {what} file is {size / 2 ** 20:.1f} MB; the limit is {max_bytes / 2 ** 20:g} MB")
     if size == 0:
         raise InputError(f"the {what} file is empty")
     try:
@@ -42,7 +42,8 @@ def accept_image(src: str | os.PathLike, dest: Path, max_bytes: int, max_pixels:
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"the {what} declares far too many pixels to decode safely") from None
+        raise InputError(f"the {what} declares far more pixels than the limit of {max_pixels / 1e6:g} MP: "
+                         "please send a smaller version") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         raise InputError(f"the {what} is not an image this app can read (use JPEG, PNG or WebP)") from None
     with atomic_path(dest) as tmp:
