@@ -120,7 +120,7 @@ def test_twenty_clients_against_a_queue_of_eight(tmp_path, monkeypatch):
     work = tmp_path / "work"
     from test_app_browser import free_port
 
-    server = start(AppConfig(port=free_port(), queue=8, ttl=3, work_dir=work, examples_dir=None), block=False,
+    server = start(AppConfig(port=free_port(), queue=8, ttl=6, work_dir=work, examples_dir=None), block=False,
                    pipeline=FakePipeline(photo))
     try:
         rss0 = _rss_mb()
@@ -149,7 +149,7 @@ def test_twenty_clients_against_a_queue_of_eight(tmp_path, monkeypatch):
                                                           api_name="/reconstruct")
         assert again[0].startswith("Done")
         assert _rss_mb() - rss0 < 300
-        deadline = time.time() + 20
+        deadline = time.time() + 30
         while list(work.glob("job-*")) and time.time() < deadline:
             time.sleep(0.5)
         assert list(work.glob("job-*")) == []  # every job folder deleted after the TTL

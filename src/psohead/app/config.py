@@ -20,7 +20,7 @@ class AppConfig:
     overrides: dict = field(default_factory=dict)  # preset fields fixed for every job, e.g. stage1_steps
     queue: int = 8  # jobs admitted at once (running + waiting); the next one is told to try again
     concurrency: int = 1  # jobs running at once on the device
-    ttl: float = 3600.0  # seconds a job's folder (results, downloads) is kept after it was made
+    ttl: float = 3600.0  # seconds a job's folder (results, downloads) is kept after the job finished
     work_dir: Path | None = None  # parent of the job folders; None: a fresh folder in the system temp dir
     max_upload_mb: float = 20.0  # largest photo file accepted (MiB; Gradio refuses larger uploads itself)
     max_megapixels: float = 40.0  # largest photo accepted, width x height (decoding a bomb stops here)

@@ -8,6 +8,7 @@ sets a flag that the pipeline's progress callback (:meth:`Job.report`) turns int
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import threading
@@ -35,7 +36,7 @@ class Cancelled(PsoheadError):
 class QueueLimits:
     queue: int = 8  # jobs admitted at once, running + waiting
     concurrency: int = 1  # jobs running at once
-    ttl: float = 3600.0  # seconds a job folder lives after it was made
+    ttl: float = 3600.0  # seconds a job folder lives after its job finished
     max_disk_bytes: int = 4 << 30  # budget of the work folder (job folders and the upload cache)
 
 
@@ -133,6 +134,8 @@ class JobQueue:
         finally:
             if job.state == CANCELLED:  # nothing of a cancelled run is kept
                 shutil.rmtree(job.folder, ignore_errors=True)
+            elif job.folder.is_dir():  # the time-to-live counts from when the results exist
+                os.utime(job.folder)
             with self._lock:
                 self._active.pop(job.id, None)
                 self._order.remove(job.id)
