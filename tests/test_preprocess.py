@@ -15,7 +15,6 @@ from conftest import require_shared
 from psohead import camera
 from psohead.errors import InputError, NoFaceError
 from psohead.preprocess import FaceTooSmallWarning, align, crop_files
-from psohead.preprocess.io import load_image
 from psohead.preprocess.pose import rotation_from_label
 
 pytestmark = pytest.mark.filterwarnings("ignore::psohead.preprocess.FaceTooSmallWarning")
@@ -108,29 +107,6 @@ def test_huge_image_detects_downscaled_crops_full_res(samples):
     assert np.ptp(face.quad[:, 0]) > 1500  # quad measured in original pixels
     assert rot_err_deg(face.label, truth) < 4.5
     assert psnr(face.image, crop) > 18
-
-
-def test_load_image_modes_and_exif(tmp_path):
-    rgb = np.zeros((40, 60, 3), np.uint8)
-    rgb[:, :30] = 200
-    Image.fromarray(rgb).convert("L").save(tmp_path / "g.png")
-    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
-    rgba = Image.fromarray(rgb).convert("RGBA")
-    rgba.putalpha(0)
-    rgba.save(tmp_path / "a.png")
-    Image.fromarray((np.asarray(Image.fromarray(rgb).convert("L"), np.uint16) * 257)).save(tmp_path / "i16.png")
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 cw on display
-    Image.fromarray(rgb).save(tmp_path / "e.jpg", exif=exif)
-    for name in ["g.png", "p.png", "i16.png"]:
-        img = load_image(tmp_path / name)
-        assert img.mode == "RGB" and img.size == (60, 40)
-        # 'P' conversion snaps 200 to the web palette's 204
-        assert abs(int(np.asarray(img)[0, 0, 0]) - 200) <= 4 and np.asarray(img)[0, 59, 0] == 0
-    assert np.asarray(load_image(tmp_path / "a.png")).min() == 255  # transparent -> white
-    e = load_image(tmp_path / "e.jpg")
-    assert e.size == (40, 60)  # EXIF orientation applied
-    assert np.asarray(e)[0, 20].mean() > 150 and np.asarray(e)[59, 20].mean() < 50
 
 
 def test_bad_inputs(tmp_path):

@@ -26,7 +26,7 @@ def test_report_viewer_loads_and_draws_offline(tmp_path, browser_page):
     photo = np.zeros((900, 600, 3), np.uint8)
     photo[:, :, 1] = 180
     summary = {"settings": {"network": "default", "device": "cpu", "precision": "fp32",
-                            "preset": {"name": "fast", "stage1_steps": 120, "stage2_steps": 80}},
+                            "preset": {"name": "fast", "stage1": {"steps": 120}, "stage2": {"steps": 80}}},
                "back": {"requested": "auto", "used": "prior"},
                "timings": {"stage1": 61.234, "stage2": 40.06, "inversion_total": 101.3, "write_video": 8.04}}
     report = write_report(tmp_path / "report.html", model=_red_ball(tmp_path / "head.glb"), photo=photo,

@@ -70,7 +70,7 @@ def test_mask_agrees_with_depth_hits():
 
 
 def test_dataset_round_trip_and_resume(tmp_path):
-    from psohead.training.dataset import HeadDataset, check_dataset
+    from psohead.io.dataset import HeadDataset, check_dataset
 
     out = tmp_path / "ds"
     generate_dataset(out, n=4, res=16, seed=5, progress=False)
@@ -124,7 +124,7 @@ def test_orbit_writes_views_labels_and_closed_coloured_mesh(tmp_path):
     trimesh = pytest.importorskip("trimesh")
     from psohead.camera import yaw_pitch_from_label
     from psohead.synth.orbit import write_orbits
-    from psohead.training.dataset import HeadDataset
+    from psohead.io.dataset import HeadDataset
 
     write_orbits(tmp_path, [3], views=4, pitches=(0.0,), res=16, mesh_grid=48)
     d = tmp_path / "3"
@@ -145,6 +145,7 @@ def test_orbit_writes_views_labels_and_closed_coloured_mesh(tmp_path):
     assert hi[1] > 0.15 and lo[1] < -0.4  # crown above the eyes, shoulders below
     assert abs(hi[0] + lo[0]) < 0.02  # left-right symmetric extent
     assert mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    assert mesh.volume > 0  # faces wound outward
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

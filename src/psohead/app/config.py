@@ -17,7 +17,7 @@ class AppConfig:
     host: str = "127.0.0.1"  # loopback only unless told otherwise
     port: int = 7860
     preset: str = "fast"  # the page's preset choice to start with
-    overrides: dict = field(default_factory=dict)  # preset fields fixed for every job, e.g. stage1_steps
+    overrides: dict = field(default_factory=dict)  # preset fields fixed for every job, e.g. {"stage1.steps": 20}
     queue: int = 8  # jobs admitted at once (running + waiting); the next one is told to try again
     concurrency: int = 1  # jobs running at once on the device
     ttl: float = 3600.0  # seconds a job's folder (results, downloads) is kept after the job finished

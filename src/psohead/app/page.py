@@ -246,7 +246,7 @@ def start(config: AppConfig, block: bool = True, pipeline=None) -> Server | None
     if pipeline is None:
         from .pipeline import Pipeline
 
-        pipeline = Pipeline(config.network, config.device, **config.overrides)
+        pipeline = Pipeline(config.network, config.device, config.preset, **config.overrides)
     jobs = JobQueue(work_dir, QueueLimits(config.queue, config.concurrency, config.ttl,
                                           int(config.max_disk_mb * 1e6)), cache_dirs=(cache,))
     jobs.sweep()  # job folders an earlier server left behind

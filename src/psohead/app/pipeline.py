@@ -1,48 +1,40 @@
-"""What one job runs: the reconstruction with the network loaded once at start-up.
+"""What one job runs: ``psohead.Reconstructor`` with the network loaded once at start-up.
 
-:class:`Pipeline` has the call shape of the coming ``psohead.Reconstructor``
-(``R(image, out, back=..., extra_views=..., progress=callable)``) around today's
-``psohead.inversion.reconstruct.reconstruct``, whose progress is only on/off: until the
-pipeline object lands it reports the start and the end of a run, so a cancel takes effect at
-those two points. Switching means replacing this class with ``psohead.Reconstructor``.
+The page lets each job pick its preset; a Reconstructor holds one preset, so there is one per
+preset asked for, all sharing the generator loaded by the first (a Reconstructor never changes it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 
+from ..progress import Progress
 
-@dataclass(frozen=True)
-class Progress:
-    """A progress report, with the fields of the pipeline contract's ``psohead.Progress``."""
-
-    stage: str  # preprocess | stage1 | pseudo_back | stage2 | views | video | mesh | save | report
-    step: int
-    total: int
-    message: str = ""
+__all__ = ["Pipeline", "Progress"]
 
 
 class Pipeline:
-    """The generator loaded once on ``device``; each call reconstructs one photo into ``out``."""
+    """``pipeline(image, out, preset=..., back=..., extra_views=..., progress=callable)``."""
 
-    def __init__(self, network: str = "default", device: str = "auto", **overrides):
-        from ..api import load_generator
-        from ..inversion.presets import get_preset, resolve_device
+    def __init__(self, network: str = "default", device: str = "auto", preset: str = "fast", **overrides):
+        from ..inversion.pipeline import Reconstructor
 
-        self.device = resolve_device(device)
-        self.network = str(network)
         self.overrides = {k: v for k, v in overrides.items() if v is not None}
-        get_preset("auto", **self.overrides)  # bad overrides fail at start-up, not in the first job
-        self.G = load_generator(network, device=self.device)
+        first = Reconstructor(network, device=device, preset=preset, overrides=self.overrides)
+        self.G, self.device = first.G, first.device
+        self._by_preset = {preset: first}
+        self._lock = threading.Lock()
 
-    def __call__(self, image, out: str | Path, *, preset: str = "auto", back="auto", extra_views=(),
+    def reconstructor(self, preset: str):
+        from ..inversion.pipeline import Reconstructor
+
+        with self._lock:
+            if preset not in self._by_preset:
+                self._by_preset[preset] = Reconstructor(self.G, device=self.device, preset=preset,
+                                                        overrides=self.overrides)
+            return self._by_preset[preset]
+
+    def __call__(self, image, out: str | Path, *, preset: str = "fast", back="auto", extra_views=(),
                  progress=None):
-        from ..inversion.presets import get_preset
-        from ..inversion.reconstruct import reconstruct
-
-        report = progress or (lambda p: None)
-        report(Progress("preprocess", 0, 1, "finding and cropping the face"))
-        rec = reconstruct(image, out, network=self.G, preset=get_preset(preset, **self.overrides), back=back,
-                          extra_views=extra_views, device=self.device, progress=False)
-        report(Progress("report", 1, 1, "outputs written"))
-        return rec
+        return self.reconstructor(preset)(image, out, back=back, extra_views=tuple(extra_views),
+                                          progress=progress or False)

@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..app import AppConfig, serve
 
-    overrides = {k: getattr(args, k) for k in ("stage1_steps", "stage2_steps", "video_frames", "mesh_resolution")
-                 if getattr(args, k) is not None}
+    fields = {"stage1_steps": "stage1.steps", "stage2_steps": "stage2.steps", "video_frames": "outputs.video_frames",
+              "mesh_resolution": "outputs.mesh_resolution"}
+    overrides = {key: getattr(args, name) for name, key in fields.items() if getattr(args, name) is not None}
     serve(AppConfig(network=args.network, device=args.device, host=args.host, port=args.port, preset=args.preset,
                     overrides=overrides, queue=args.queue, concurrency=args.concurrency, ttl=args.ttl,
                     work_dir=Path(args.work_dir) if args.work_dir else None, max_upload_mb=args.max_upload_mb,

@@ -161,12 +161,15 @@ def reconstruction_facts(summary: Mapping) -> dict[str, str]:
     if "network" in settings:
         facts["network"] = str(settings["network"])
     if preset:
-        facts["preset"] = f"{preset.get('name')} ({preset.get('stage1_steps')} + {preset.get('stage2_steps')} steps)"
+        steps = [(preset.get(stage) or {}).get("steps") if isinstance(preset.get(stage), Mapping)
+                 else preset.get(f"{stage}_steps") for stage in ("stage1", "stage2")]  # nested or flat presets
+        facts["preset"] = f"{preset.get('name')} ({steps[0]} + {steps[1]} steps)"
     if back:
         used, requested = back.get("used"), back.get("requested")
         facts["back of the head"] = str(used) if requested in (None, used) else f"{used} (asked: {requested})"
     if "device" in settings:
-        facts["device"] = str(settings["device"]) + (f", {settings['precision']}" if "precision" in settings else "")
+        precision = settings.get("precision") or (preset.get("runtime") or {}).get("precision")
+        facts["device"] = str(settings["device"]) + (f", {precision}" if precision else "")
     if summary.get("timings"):
         facts["total time"] = format_seconds(total_seconds(summary["timings"]))
     return facts

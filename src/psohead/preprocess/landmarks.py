@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .native import quiet_native_logs, require
 
 DETECT_MAX_SIDE = 1024
 
@@ -28,7 +29,7 @@ class Face:
 def _predictor_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("face-recognition-models is not installed (pip install face-recognition-models)")
+        require("face_recognition_models", load=False)
     path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
     if not path.is_file():
         raise InputError(f"68-point landmark model missing: {path}")
@@ -37,22 +38,20 @@ def _predictor_path() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
-    import dlib
-
+    dlib = require("dlib")
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(_predictor_path()))
 
 
 @functools.lru_cache(maxsize=1)
 def _mediapipe_detector():
-    from mediapipe.python.solutions import face_detection
-
+    face_detection = require("mediapipe.python.solutions.face_detection")
     # full-range model: also finds small and turned faces
-    return face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+    with quiet_native_logs():
+        return face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
 
 
 def _downscale(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    import cv2
-
+    cv2 = require("cv2")
     h, w = rgb.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
     if scale < 1.0:
@@ -61,8 +60,7 @@ def _downscale(rgb: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _dlib_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
-    import cv2
-
+    cv2 = require("cv2")
     detector, _ = _dlib_models()
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     rects, scores, _ = detector.run(gray, 1, 0.0)
@@ -71,7 +69,9 @@ def _dlib_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
 
 def _mediapipe_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
     h, w = small.shape[:2]
-    result = _mediapipe_detector().process(np.ascontiguousarray(small))
+    detector = _mediapipe_detector()
+    with quiet_native_logs():
+        result = detector.process(np.ascontiguousarray(small))
     out = []
     for det in result.detections or []:
         b = det.location_data.relative_bounding_box

@@ -11,9 +11,10 @@ from PIL import Image
 from ..errors import InputError, NoFaceError
 from .crop import CANVAS, MIN_QUAD_SIDE, SQUARE_SIDE, SQUARE_TL, Quad, apply_affine, crop_canvas, initial_quad, \
     quad_to_canvas
-from .io import load_image
+from ..io.images import read_image
 from .landmarks import Face, detect_faces, predict_landmarks
 from .mask import person_matte
+from .native import check_installed
 from .pose import Calibration, estimate_pose, euler_3ddfa, label_from_rotation
 
 MIN_IMAGE_SIDE = 32
@@ -109,8 +110,9 @@ def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: boo
     """Every detected face (at most max_faces), largest first. Raises NoFaceError when there is none."""
     if size not in (CANVAS, 512):
         raise InputError(f"size must be {CANVAS} (official canvas) or 512, got {size}")
+    check_installed(with_mask)
     name = name or (str(image) if isinstance(image, (str,)) or hasattr(image, "__fspath__") else "image")
-    pil = load_image(image, name)
+    pil = read_image(image, name)
     if min(pil.size) < MIN_IMAGE_SIDE:
         raise InputError(f"{name}: image too small ({pil.size[0]}x{pil.size[1]}); need at least "
                          f"{MIN_IMAGE_SIDE} px per side")
