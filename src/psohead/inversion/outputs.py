@@ -130,12 +130,14 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True) ->
         announce(progress, "report")
         curves = {f"{stage} loss": {k: _downsample(v) for k, v in h.items() if k != "lr" and v}
                   for stage, h in rec.history.items()}
-        write_report(tmp / "report.html", title="psohead reconstruction",
+        write_report(tmp / "report.html", title="psohead reconstruction", summary=summary,
+                     photo=rec.settings["input"] if Path(rec.settings["input"]).is_file() else rec.crop,
+                     model=tmp / "head.glb" if (tmp / "head.glb").is_file() else None,
                      images={"input crop": tmp / "crop.png", "front: input | render": tmp / "front.png",
                              "back: pivot before tuning | target | final": tmp / "back.png",
                              "views": tmp / "views.png"},
                      video=tmp / "turntable.mp4", curves=curves,
-                     settings=rec.settings, tables={"Pseudo back": rec.back, "Timings (s)": summary["timings"]},
+                     settings=rec.settings, tables={"Pseudo back": rec.back},
                      files=summary["files"])
         (tmp / "reconstruction.json").write_text(json.dumps(summary, indent=1) + "\n")
     rec.out_dir = out
