@@ -38,8 +38,8 @@ def app_server(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     log = open(work.parent / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "psohead", "app", "--port", str(port), "--work-dir", str(work),
-                             "--stage1-steps", "2", "--stage2-steps", "2", "--video-frames", "12",
-                             "--mesh-resolution", "64", "--max-upload-mb", "1"],
+                             "--stage1-steps", "2", "--stage2-steps", "2", "--set", "outputs.video_frames=12",
+                             "--set", "outputs.mesh_resolution=64", "--max-upload-mb", "1"],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
@@ -127,7 +127,7 @@ def _bomb(path):
 
 
 @pytest.mark.parametrize("make, expected", [
-    (lambda p: (p.write_bytes(b"this is not a photo\n" * 10), p)[1], "not an image"),
+    (lambda p: (p.write_bytes(b"this is not a photo\n" * 10), p)[1], "not a readable image"),
     (_bomb, "40 MP"),
     (lambda p: (Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(p), p)[1], "face"),
 ])

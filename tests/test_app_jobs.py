@@ -78,7 +78,7 @@ def test_uploads_are_checked_and_renamed(tmp_path):
     with pytest.raises(InputError, match="MB"):
         accept_image(tmp_path / "in.jpg", tmp_path / "p.png", 10, 10_000)
     (tmp_path / "txt.png").write_text("hello")
-    with pytest.raises(InputError, match="not an image"):
+    with pytest.raises(InputError, match="not a readable image"):
         accept_image(tmp_path / "txt.png", tmp_path / "p.png", 10_000, 10_000)
     assert not (tmp_path / "p.png").exists()
 

@@ -18,10 +18,10 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--preset", default=d.preset, choices=("fast", "quality", "official"),
                    help="the preset the page starts with")
-    p.add_argument("--stage1-steps", type=int, default=None, help="override every job's stage-1 steps")
-    p.add_argument("--stage2-steps", type=int, default=None, help="override every job's stage-2 steps")
-    p.add_argument("--video-frames", type=int, default=None, help="override every job's turntable frames")
-    p.add_argument("--mesh-resolution", type=int, default=None, help="override every job's mesh grid size")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="settings",
+                   help="change a preset field for every job, as on psohead reconstruct (repeatable)")
+    p.add_argument("--stage1-steps", type=int, default=None, help="= --set stage1.steps=N")
+    p.add_argument("--stage2-steps", type=int, default=None, help="= --set stage2.steps=N")
     p.add_argument("--queue", type=int, default=d.queue, help="jobs queued or running at once; more are told to retry")
     p.add_argument("--concurrency", type=int, default=d.concurrency, help="jobs running at once on the device")
     p.add_argument("--ttl", type=float, default=d.ttl, help="seconds a job's results are kept")
@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..app import AppConfig, serve
+    from ..inversion.presets import parse_assignments
 
-    fields = {"stage1_steps": "stage1.steps", "stage2_steps": "stage2.steps", "video_frames": "outputs.video_frames",
-              "mesh_resolution": "outputs.mesh_resolution"}
-    overrides = {key: getattr(args, name) for name, key in fields.items() if getattr(args, name) is not None}
+    overrides = {**parse_assignments(args.settings), "stage1.steps": args.stage1_steps,
+                 "stage2.steps": args.stage2_steps}
     serve(AppConfig(network=args.network, device=args.device, host=args.host, port=args.port, preset=args.preset,
                     overrides=overrides, queue=args.queue, concurrency=args.concurrency, ttl=args.ttl,
                     work_dir=Path(args.work_dir) if args.work_dir else None, max_upload_mb=args.max_upload_mb,

@@ -178,20 +178,9 @@ def reconstruction_facts(summary: Mapping) -> dict[str, str]:
 def photo_uri(photo) -> str:
     """JPEG data URI of the input photo (path, PIL image or uint8 array), longest side at most
     ``PHOTO_MAX_SIDE`` and upright (EXIF orientation applied)."""
-    from PIL import ImageOps, UnidentifiedImageError
+    from ..io.images import read_image
 
-    if isinstance(photo, np.ndarray):
-        im = Image.fromarray(photo)
-    elif isinstance(photo, Image.Image):
-        im = photo
-    else:
-        try:
-            with Image.open(photo) as opened:
-                im = ImageOps.exif_transpose(opened)
-                im.load()
-        except (OSError, UnidentifiedImageError) as err:
-            raise InputError(f"report: cannot read the photo {photo} ({type(err).__name__})") from None
-    im = im.convert("RGB")
+    im = read_image(photo, "report photo")
     im.thumbnail((PHOTO_MAX_SIDE, PHOTO_MAX_SIDE), Image.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=88)

@@ -37,16 +37,19 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
 
-def _open(source, what: str) -> Image.Image:
+def _check_size(w: int, h: int, max_pixels: int, what: str) -> None:
+    if w * h > max_pixels:
+        raise InputError(f"{what}: image is {w}x{h} pixels ({w * h / 1e6:.0f} MP); the limit is "
+                         f"{max_pixels / 1e6:g} MP: downscale it first")
+
+
+def _open(source, what: str, max_pixels: int) -> Image.Image:
     """Decoded PIL image of a path or encoded bytes, size checked before decoding."""
     try:
         with warnings.catch_warnings():  # our own limit below replaces PIL's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise InputError(f"{what}: image is {w}x{h} ({w * h / 1e6:.0f} MP), more than the "
-                                     f"{MAX_PIXELS / 1e6:.0f} MP psohead reads; downscale it first")
+                _check_size(*im.size, max_pixels, what)
                 im.load()
                 return ImageOps.exif_transpose(im)
     except Image.DecompressionBombError:
@@ -70,23 +73,23 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def read_image(image, what: str = "image") -> Image.Image:
+def read_image(image, what: str = "image", max_pixels: int | None = None) -> Image.Image:
     """RGB PIL image from a path, encoded bytes, a PIL image, an array or a tensor.
 
     Arrays: HxW, HxWx1, HxWx3 or HxWx4, uint8 (0..255) or float (0..1). Tensors: [3,H,W] or
-    [1,3,H,W] in [-1, 1] (what the generator renders). Bad input raises one-line InputError.
+    [1,3,H,W] in [-1, 1] (what the generator renders). ``max_pixels``: a lower limit than
+    :data:`MAX_PIXELS`. Bad input raises one-line InputError.
     """
+    limit = MAX_PIXELS if max_pixels is None else min(max_pixels, MAX_PIXELS)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
             raise InputError(f"{what}: file not found: {path}")
-        return _to_rgb(_open(path, f"{what} {path}"))
+        return _to_rgb(_open(path, f"{what} {path}", limit))
     if isinstance(image, (bytes, bytearray)):
-        return _to_rgb(_open(io.BytesIO(image), what))
+        return _to_rgb(_open(io.BytesIO(image), what, limit))
     if isinstance(image, Image.Image):
-        w, h = image.size
-        if w * h > MAX_PIXELS:
-            raise InputError(f"{what}: image is {w}x{h}, more than the {MAX_PIXELS / 1e6:.0f} MP psohead reads")
+        _check_size(*image.size, limit, what)
         return _to_rgb(ImageOps.exif_transpose(image))
     if isinstance(image, torch.Tensor):
         t = image.detach().float().cpu()
@@ -104,7 +107,7 @@ def read_image(image, what: str = "image") -> Image.Image:
             if not np.issubdtype(arr.dtype, np.floating):
                 raise InputError(f"{what}: array must be uint8 (0..255) or float (0..1), got {arr.dtype}")
             arr = (np.clip(np.nan_to_num(arr.astype(np.float64)), 0, 1) * 255).round().astype(np.uint8)
-        return read_image(Image.fromarray(arr), what)
+        return read_image(Image.fromarray(arr), what, limit)
     raise InputError(f"{what}: expected an image path, bytes, PIL image, array or tensor, "
                      f"got {type(image).__name__}")
 
