@@ -41,7 +41,7 @@ def test_generate_writes_views_and_grid(tiny, tmp_path, capsys):
     rc = main(["generate", "--network", str(tiny), "--seeds", "3,5", "--yaw", "0,180", "--pitch", "10",
                "--outdir", str(out), "--deterministic", "--quiet"])
     assert rc == 0, _err(capsys)
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if p.name != ".psohead")  # the folder's marker
     assert names == ["grid.png", "seed0003_yaw0_pitch10.png", "seed0003_yaw180_pitch10.png",
                      "seed0005_yaw0_pitch10.png", "seed0005_yaw180_pitch10.png"]
     views = {n: np.asarray(Image.open(out / n)) for n in names}

@@ -236,7 +236,7 @@ def test_fk_errors(tmp_path, tiny_files, monkeypatch, capsys, case):
     g_path, d_path = tiny_files
     args = ["fk-enhance", "--network", str(g_path), "--out", str(tmp_path / "o"), "--n", "2", "--device", "cpu"]
     expect = {"n0": "--n 0", "no_network": "no such file", "empty_folder": "no images found",
-              "out_not_empty": "not empty", "face_check": None, "keep_top": "--d-keep", "d_resolution": "judges",
+              "out_not_empty": "did not write", "face_check": None, "keep_top": "--d-keep", "d_resolution": "judges",
               "no_detector": "needs dlib or mediapipe", "network_is_d": "not a generator"}[case]
     if case == "n0":
         args[-3] = "0"

@@ -11,7 +11,6 @@ from PIL import Image
 from psohead.errors import InputError, LabelError
 from psohead.inversion import losses
 from psohead.inversion.inputs import parse_extra_view, prepare_input
-from psohead.atomic import atomic_dir
 from psohead.inversion.back.colour import mask_box
 from psohead.inversion.back.photo import place_by_mask
 from psohead.inversion.back.plan import plan_back
@@ -176,21 +175,6 @@ def test_presets():
     assert resolve_preset("fast", {"stage2.steps": "7"}) == resolve_preset("fast", stage2_steps=7)
     with pytest.raises(InputError):
         resolve_preset("slow")
-
-
-def test_atomic_dir_interrupted_and_rerun(tmp_path):
-    out = tmp_path / "out"
-    with pytest.raises(RuntimeError):
-        with atomic_dir(out) as tmp:
-            (tmp / "crop.png").write_text("x")
-            raise RuntimeError("killed")
-    assert not out.exists() and list(tmp_path.iterdir()) == []
-    with atomic_dir(out) as tmp:
-        (tmp / "a.txt").write_text("1")
-    with atomic_dir(out) as tmp:
-        (tmp / "b.txt").write_text("2")
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 def test_latent_stats_official_wstd_is_sqrt2_larger():

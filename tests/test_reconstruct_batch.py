@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -85,16 +86,28 @@ def test_collect_photos_and_bad_options(photos, tmp_path):
     with pytest.raises(InputError, match="per-photo"):
         reconstruct_batch([folder], tmp_path / "out", devices="cpu", network=net, label=[0.0] * 25)
     assert not (tmp_path / "out").exists()
+    # a folder of the user's is refused before any worker starts, and left as it was
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a").mkdir()
+    (tmp_path / "mine" / "a" / "holiday.jpg").write_bytes(b"mine")
+    with pytest.raises(InputError, match="did not write"):
+        reconstruct_batch([folder], tmp_path / "mine", devices="cpu", network=net)
+    assert [p.name for p in (tmp_path / "mine").rglob("*")] == ["a", "holiday.jpg"]
 
 
-def test_two_workers_do_each_photo_once_and_rerun_does_nothing(photos, tmp_path):
+def test_two_workers_do_each_photo_once_and_rerun_does_nothing(photos, tmp_path, capsys):
     folder, net = photos
     out = tmp_path / "out"
     # One photo cannot be reconstructed: it is recorded and the others still get done.
     bad = tmp_path / "broken.png"
     bad.write_text("not an image")
-    res = reconstruct_batch([folder, bad], out, devices="cpu,cpu", preset=PRESET, network=str(net),
-                            progress=False, **FAST)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = reconstruct_batch([folder, bad], out, devices="cpu,cpu", preset=PRESET, network=str(net),
+                                progress=False, **FAST)
+    # the workers ran out of photos and returned: none "exited abnormally" (they were not killed)
+    said = capsys.readouterr()
+    assert not [w for w in caught if "abnormally" in str(w.message)] and "abnormally" not in said.out + said.err
     assert res.devices == ["cpu", "cpu"]
     assert {n: p["status"] for n, p in res.photos.items()} == {**{n: "done" for n in NAMES}, "broken": "failed"}
     assert "not a readable image" in res.photos["broken"]["error"]

@@ -110,23 +110,31 @@ def _load_weights(module: torch.nn.Module, state_dict: dict, path: Path) -> None
         problems.append(f"shape mismatch (file vs config) {listed(wrong)}")
     if problems:
         raise CheckpointError(f"{path}: weights do not fit the network its config describes: " + "; ".join(problems))
+    bad = next((n for n, t in state_dict.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:  # it would load and render black; a diverged training or a damaged file
+        n = int((~torch.isfinite(state_dict[bad])).sum())
+        raise CheckpointError(f"{path}: tensor {bad} holds {n} NaN or infinite value(s): the network is broken "
+                              "(a training that diverged, or a damaged file)")
     module.load_state_dict(state_dict, strict=True)
 
 
 def build_network(net: NetworkFile, where: str | os.PathLike = "", device=None, dtype: torch.dtype = torch.float32):
     """The module a :class:`NetworkFile` describes, weights strict-loaded, eval mode, no grad."""
     where = Path(where)
-    if net.kind == "generator":
-        from .networks.generator import TriGridGenerator
+    try:  # a config can be valid field by field and still describe no network (SR head vs resolution)
+        if net.kind == "generator":
+            from .networks.generator import TriGridGenerator
 
-        module = TriGridGenerator.from_config(_config(net, GeneratorConfig, where))
-    else:
-        from .networks.discriminator import MaskDualDiscriminatorV2
+            module = TriGridGenerator.from_config(_config(net, GeneratorConfig, where))
+        else:
+            from .networks.discriminator import MaskDualDiscriminatorV2
 
-        cfg = _config(net, DiscriminatorConfig, where)
-        module = MaskDualDiscriminatorV2(**cfg.to_dict())
-        if getattr(module, "config", None) is None:
-            module.config = cfg  # lets save_network write it back without a separate config argument
+            cfg = _config(net, DiscriminatorConfig, where)
+            module = MaskDualDiscriminatorV2(**cfg.to_dict())
+            if getattr(module, "config", None) is None:
+                module.config = cfg  # lets save_network write it back without a separate config argument
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{where}: its {net.kind} config describes no buildable network: {err}") from None
     _load_weights(module, net.state_dict, where)
     module = module.to(device=torch.device(device or "cpu"), dtype=dtype)
     return module.eval().requires_grad_(False)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import math
 import os
 import pkgutil
+import signal
 import sys
 import warnings
 
@@ -30,7 +32,51 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     for name in verb_modules():
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    _finite_floats(parser)
     return parser
+
+
+def finite_float(text: str) -> float:
+    """A number option: float() would also take nan and inf, which only make black renders."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _finite_floats(parser: argparse.ArgumentParser) -> None:
+    """Every ``type=float`` option of every verb takes finite numbers only (one place, so a new
+    verb cannot forget it)."""
+    for action in parser._actions:
+        if action.type is float:
+            action.type = finite_float
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _finite_floats(sub)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``kill`` and ``timeout`` send), raised like Ctrl-C so every clean-up runs."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not break the clean-up
+        raise Terminated()
+
+    try:
+        old = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (main() called from a worker thread): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextlib.contextmanager
@@ -53,11 +99,17 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ[VERBOSE_ENV] = "1"
     try:
-        with _warnings_as_lines(args.verbose):
+        with _sigterm_as_interrupt(), _warnings_as_lines(args.verbose):
             return int(args.func(args) or 0)
     except PsoheadError as err:
         print(f"psohead {args.verb}: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (`psohead info ... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 128 + signal.SIGPIPE
+    except Terminated:
+        print(f"psohead {args.verb}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"psohead {args.verb}: interrupted", file=sys.stderr)
         return 130

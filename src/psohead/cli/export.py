@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
+from ..atomic import check_output_file
 from ..errors import InputError
 
 IMAGE_KINDS = ("image", "image_raw", "image_depth", "image_mask")
@@ -93,14 +93,34 @@ def _yaws(text: str) -> list[float]:
         raise InputError(f"--yaws must be comma-separated numbers in degrees, got {text!r}") from None
     if not yaws:
         raise InputError("--yaws is empty")
+    if not all(math.isfinite(y) for y in yaws):
+        raise InputError(f"--yaws must be finite numbers in degrees, got {text!r}")
     return yaws
+
+
+def _at_least(args, minimum: int, *names: str) -> None:
+    """Integer options that must be >= ``minimum`` (those left unset are skipped)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise InputError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
+
+
+def _check_camera(args) -> None:
+    if abs(args.pitch) >= 90:
+        raise InputError(f"--pitch {args.pitch:g}: must lie strictly between -90 and 90 degrees")
+    _at_least(args, 1, "batch", "render_resolution")
 
 
 def run_render(args: argparse.Namespace) -> int:
     from ..atomic import write_image
     from ..export.views import render_views, save_grid
+    from ..io.images import IMAGE_SUFFIXES
 
     yaws = _yaws(args.yaws)
+    _check_camera(args)
+    _at_least(args, 1, "cols")
+    check_output_file(args.out, IMAGE_SUFFIXES, "output image")
     G, ws, delta = _load(args)
     views = render_views(G, ws, [math.radians(y) for y in yaws], pitch=math.radians(args.pitch), delta=delta,
                          key=args.kind, batch_size=args.batch, neural_rendering_resolution=args.render_resolution)
@@ -115,8 +135,11 @@ def run_render(args: argparse.Namespace) -> int:
 def run_video(args: argparse.Namespace) -> int:
     from ..export.video import write_turntable
 
-    if Path(args.out).suffix.lower() != ".mp4":
-        raise InputError(f"video output must end in .mp4, got {args.out}")
+    _check_camera(args)
+    _at_least(args, 1, "frames")
+    if args.fps <= 0:
+        raise InputError(f"--fps {args.fps:g}: must be positive")
+    check_output_file(args.out, (".mp4",), "output video")
     G, ws, delta = _load(args)
     out = write_turntable(G, ws, args.out, frames=args.frames, fps=args.fps, pitch=math.radians(args.pitch),
                           delta=delta, batch_size=args.batch, key=args.kind,
@@ -129,15 +152,19 @@ def run_mesh(args: argparse.Namespace) -> int:
     from ..export.mesh import MESH_FORMATS, extract_mesh, sample_density, write_mesh
 
     for out in args.out:
-        if Path(out).suffix.lower() not in MESH_FORMATS:
-            raise InputError(f"mesh output must end in {', '.join(MESH_FORMATS)}, got {out}")
+        check_output_file(out, tuple(MESH_FORMATS), "output mesh")
+    if args.mrc:
+        check_output_file(args.mrc, None, "output volume")
+    _at_least(args, 2, "resolution")
     if args.level == "auto":
         level = "auto"
     else:
         try:
             level = float(args.level)
         except ValueError:
-            raise InputError(f"--level must be 'auto' or a number, got {args.level!r}") from None
+            level = math.nan
+        if not math.isfinite(level):
+            raise InputError(f"--level must be 'auto' or a finite number, got {args.level!r}")
     G, ws, _ = _load(args)
     grid = sample_density(G, ws, args.resolution, progress=not args.quiet)
     if args.mrc:

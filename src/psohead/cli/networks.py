@@ -6,8 +6,13 @@ import math
 import re
 from pathlib import Path
 
-from ..atomic import write_image
+from ..atomic import check_output_dir, check_output_file, claim_dir, write_image
 from ..errors import InputError
+
+GENERATE_VERB = "generate"  # the marker of a generate folder
+MAX_SEEDS = 100_000  # per run: a typo such as 0-100000000 is refused instead of running for days
+GRID_MAX_SEEDS = 64  # grid.png holds every image in memory at once, so only this many rows
+NETWORK_SUFFIXES = (".safetensors",)
 
 
 def register(subparsers) -> None:
@@ -15,7 +20,7 @@ def register(subparsers) -> None:
                               description="Import one network of an official snapshot without executing "
                                           "anything it contains, check it loads, and save it in our format.")
     p.add_argument("src", help="official snapshot .pkl or psohead .safetensors")
-    p.add_argument("dst", help="output .safetensors")
+    p.add_argument("dst", help="output .safetensors (replaced if it exists)")
     p.add_argument("--which", default="G_ema", choices=("G_ema", "G", "D"), help="network inside a .pkl")
     p.add_argument("--fp16", action="store_true", help="store float16 (half the size; loads back as float32)")
     p.set_defaults(func=run_convert)
@@ -26,16 +31,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_info)
 
     p = subparsers.add_parser("generate", help="random heads from a generator, one PNG per seed and view",
-                              description="Writes seed<S>_yaw<Y>_pitch<P>.png per seed and view, and grid.png "
-                                          "(rows = seeds, columns = views). Angles in degrees; yaw 0 = frontal, "
-                                          "180 = back.")
+                              description="Writes seed<S>_yaw<Y>_pitch<P>.png per seed and view as it goes, and "
+                                          f"grid.png (rows = seeds, columns = views) for up to {GRID_MAX_SEEDS} "
+                                          f"seeds; at most {MAX_SEEDS} seeds per run. Angles in degrees; yaw 0 = "
+                                          "frontal, 180 = back.")
     p.add_argument("--network", default="default", help="'default', psohead .safetensors or official .pkl")
     p.add_argument("--seeds", default="0-3", help="e.g. 0-7 or 1,5,9 (default 0-3)")
     p.add_argument("--yaw", default="0,90,180", help="comma-separated yaws in degrees (default 0,90,180)")
     p.add_argument("--pitch", default="0", help="comma-separated pitches in degrees (default 0)")
     p.add_argument("--truncation", type=float, default=0.7, help="truncation psi (default 0.7)")
     p.add_argument("--truncation-cutoff", type=int, default=14, help="truncate the first N ws (default 14)")
-    p.add_argument("--outdir", required=True, help="output folder")
+    p.add_argument("--outdir", required=True, help="output folder: new, empty or an earlier generate folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --outdir even if it holds other files (they are kept)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--deterministic", action="store_true",
                    help="fixed ray jitter and importance draws (reproducible across runs and devices)")
@@ -45,17 +53,22 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_generate)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-7' / '1,5,9' / '0-3,10' -> list of seeds (order kept, no duplicates)."""
-    seeds: list[int] = []
+def parse_seeds(text: str, limit: int | None = None) -> list[int]:
+    """'0-7' / '1,5,9' / '0-3,10' -> list of seeds (order kept, no duplicates); at most ``limit``
+    (default :data:`MAX_SEEDS`)."""
+    limit = MAX_SEEDS if limit is None else limit
+    ranges = []
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m or (m[2] is not None and int(m[2]) < int(m[1])):
             raise InputError(f"--seeds {text!r}: expected e.g. 0-7 or 1,5,9 (non-negative integers, low-high)")
-        seeds.extend(range(int(m[1]), int(m[2] or m[1]) + 1))
-    if max(seeds) >= 2 ** 32:
+        ranges.append(range(int(m[1]), int(m[2] or m[1]) + 1))
+    if max(r[-1] for r in ranges) >= 2 ** 32:
         raise InputError(f"--seeds {text!r}: seeds must lie in 0..2^32-1")
-    return list(dict.fromkeys(seeds))
+    count = sum(len(r) for r in ranges)  # counted before any list is built: 0-100000000 is 800 MB of ints
+    if count > limit:
+        raise InputError(f"--seeds {text!r} asks for {count:,} seeds; at most {limit:,} per run")
+    return list(dict.fromkeys(s for r in ranges for s in r))
 
 
 def parse_angles(text: str, what: str) -> list[float]:
@@ -75,6 +88,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
     from ..api import load_network, save_network
 
+    check_output_file(args.dst, NETWORK_SUFFIXES, "output network")
     module = load_network(args.src, which=args.which)
     dtype = torch.float16 if args.fp16 else torch.float32
     out = save_network(module, args.dst, dtype=dtype, source=f"{args.which} of {Path(args.src).name}")
@@ -151,10 +165,13 @@ def run_generate(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds)
     views = [(y, p) for p in parse_angles(args.pitch, "pitch") for y in parse_angles(args.yaw, "yaw")]
+    if args.truncation_cutoff < 0:
+        raise InputError(f"--truncation-cutoff {args.truncation_cutoff}: must be >= 0")
+    outdir = check_output_dir(args.outdir, GENERATE_VERB, overwrite=args.overwrite)
     device = resolve_device(args.device)
     G = load_generator(args.network, device=device)
-    outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    claim_dir(outdir, GENERATE_VERB)
+    grid = len(seeds) <= GRID_MAX_SEEDS
 
     # cameras aim at the head centre (the origin) so the head stays centred from every side
     labels = torch.cat([label_from_yaw_pitch(math.radians(y), math.radians(p), lookat=HEAD_LOOKAT)
@@ -169,9 +186,12 @@ def run_generate(args: argparse.Namespace) -> int:
         img = to_uint8(out["image"])
         for (yaw, pitch), im in zip(views, img):
             write_image(outdir / f"seed{seed:04d}_yaw{yaw:g}_pitch{pitch:g}.png", im)
-        rows.append(np.concatenate(list(img), axis=1))
-        if args.depth:
-            rows.append(np.concatenate(list(_depth_rows(out, img.shape[1:3])), axis=1))
-    write_image(outdir / "grid.png", np.concatenate(rows, axis=0))
-    print(f"wrote {len(seeds) * len(views)} images and grid.png ({len(seeds)} seeds x {len(views)} views) to {outdir}")
+        if grid:
+            rows.append(np.concatenate(list(img), axis=1))
+            if args.depth:
+                rows.append(np.concatenate(list(_depth_rows(out, img.shape[1:3])), axis=1))
+    if grid:
+        write_image(outdir / "grid.png", np.concatenate(rows, axis=0))
+    what = "and grid.png " if grid else f"(no grid.png: more than {GRID_MAX_SEEDS} seeds) "
+    print(f"wrote {len(seeds) * len(views)} images {what}({len(seeds)} seeds x {len(views)} views) to {outdir}")
     return 0

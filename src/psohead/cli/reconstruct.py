@@ -51,7 +51,11 @@ def register(subparsers) -> None:
                     "latent projection, pseudo back label, stage 2 pivotal tuning; writes views, video, "
                     "meshes, latent, tuned generator and an HTML report into --out.")
     p.add_argument("input", help="photo, or aligned crop (label from --label or a dataset.json beside it)")
-    p.add_argument("--out", required=True, help="output folder (replaced atomically when the run completes)")
+    p.add_argument("--out", required=True, help="output folder: new, empty or an earlier reconstruction, which is "
+                                              "replaced when the run completes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even if it holds other files (they are kept; files of psohead's names "
+                        "are replaced)")
     p.add_argument("--back", default="auto",
                    help="pseudo back label: auto (= prior) | prior | fk | none | PATH of a photo of the back of the head")
     p.add_argument("--extra-view", action="append", default=[], metavar="PATH[:YAW]",
@@ -64,11 +68,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import check_output_dir
+    from ..inversion.outputs import OUTPUT_VERB
     from ..inversion.pipeline import Reconstructor
 
+    check_output_dir(args.out, OUTPUT_VERB, overwrite=args.overwrite, replace=True)  # before the network loads
     pipeline = Reconstructor(args.network, device=args.device, **pipeline_kwargs(args))
     rec = pipeline(args.input, args.out, label=args.label, mask=args.mask, back=args.back,
-                   extra_views=args.extra_view, seed=args.seed, progress=not args.quiet)
+                   extra_views=args.extra_view, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
     t = rec.timings
     print(f"reconstruction written to {rec.out_dir} (preset {rec.preset.name}, back {rec.back['used']}, "
           f"perceptual {rec.perceptual}; stage 1 {t['stage1']:.1f} s, stage 2 {t['stage2']:.1f} s); "

@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("inputs", nargs="+", help="photos and/or folders of photos (aligned crops take their "
                                              "labels from a dataset.json beside them)")
     p.add_argument("--out", required=True, help="output folder; each photo goes to OUT/<file name stem>/")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out (and its photo folders) even if they hold other files (they are kept)")
     p.add_argument("--devices", default="auto",
                    help="comma-separated device per worker, e.g. cuda:0,cuda:1 or cpu,cpu "
                         "(auto: every visible GPU, else one CPU worker)")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = reconstruct_batch(args.inputs, args.out, network=args.network, devices=args.devices,
                                procs_per_device=args.procs, back=args.back, seed=args.seed,
-                               progress=not args.quiet, **pipeline_kwargs(args))
+                               progress=not args.quiet, overwrite=args.overwrite, **pipeline_kwargs(args))
     counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts().items()))
     print(f"{counts} in {result.seconds:.1f} s on {len(result.devices)} worker(s): "
           f"{result.photos_per_minute:.2f} photos/minute; summary in {result.out / SUMMARY_NAME}")

@@ -32,7 +32,7 @@ def _orbit(args) -> int:
     from ..synth.orbit import write_orbits
 
     summary = write_orbits(args.out, args.ids, views=args.views, pitches=args.pitches, res=args.res,
-                           device=_device(args.device), mesh_grid=args.mesh_grid)
+                           device=_device(args.device), mesh_grid=args.mesh_grid, overwrite=args.overwrite)
     print(json.dumps(summary))
     return 0
 
@@ -55,15 +55,17 @@ def register(subparsers) -> None:
     v.add_argument("--out", required=True, help="PNG file")
     v.add_argument("--ids", type=int, nargs="+", default=[0, 1, 2, 3, 4, 8, 15, 52], help="head seeds")
     v.add_argument("--views", type=int, default=6, help="yaws over the full turn, frontal first")
-    v.add_argument("--res", type=int, default=128)
+    v.add_argument("--res", type=int, default=128, help="image size, a power of two (default 128)")
     v.add_argument("--device", default="cpu")
     v.set_defaults(func=_preview)
     o = sub.add_parser("orbit", help="ground-truth orbits (views, masks, labels) and coloured PLY meshes")
     o.add_argument("--ids", type=int, nargs="+", required=True, help="head seeds")
     o.add_argument("--views", type=int, default=24, help="evenly spaced yaws per pitch")
     o.add_argument("--pitches", type=float, nargs="+", default=[0.0, 0.3, -0.2], help="radians")
-    o.add_argument("--res", type=int, default=256)
+    o.add_argument("--res", type=int, default=256, help="image size, a power of two (default 256)")
     o.add_argument("--mesh-grid", type=int, default=160, help="marching-cubes grid size")
-    o.add_argument("--out", required=True)
+    o.add_argument("--out", required=True, help="output folder: new, empty or an earlier orbit folder")
+    o.add_argument("--overwrite", action="store_true",
+                   help="write into --out (and its head folders) even if they hold other files (they are kept)")
     o.add_argument("--device", default="cpu")
     o.set_defaults(func=_orbit)

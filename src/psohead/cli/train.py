@@ -112,7 +112,9 @@ def _train(args) -> int:
 
 
 def _export(args) -> int:
+    from ..atomic import check_output_file
     from ..training.loop import export_network
+    check_output_file(args.out, (".safetensors",), "output network")
     path = export_network(_resolve_resume(args.snapshot), args.out, which=args.which, half=not args.fp32)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0

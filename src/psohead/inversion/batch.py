@@ -4,6 +4,9 @@ Layout of the output folder OUT (see docs/reconstruct.md):
 
 * ``OUT/<stem>/``            the photo's outputs, written atomically by a ``Reconstructor``; a folder
                              with a ``reconstruction.json`` is complete and is skipped by reruns.
+                             OUT and each OUT/<stem> must be new, empty or psohead's own output
+                             (``overwrite`` lets psohead write beside other files, never over them
+                             but for files of its own names).
 * ``OUT/.claims/<stem>``     claim of the process working on the photo. The claim is an exclusive
                              ``flock`` on that file: the kernel drops it when the holder exits or is
                              killed, so a claim is never stale and two processes never hold one.
@@ -26,17 +29,21 @@ import shutil
 import socket
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import check_output_dir, claim_dir, remove_stale_partials
 from ..errors import InputError
 from ..io.images import IMAGE_SUFFIXES, list_images
 
+BATCH_VERB = "reconstruct-batch"  # the marker of OUT (each OUT/<stem> is a "reconstruct" folder)
 SUMMARY_NAME = "batch_summary.json"
 LOG_NAME = "batch.jsonl"
 CLAIMS_DIR = ".claims"
 PIPELINE_OPTIONS = ("perceptual", "vgg16", "lpips_linear", "fk_bank")  # what the Reconstructor loads once
-PER_PHOTO_OPTIONS = ("label", "mask", "extra_views")  # they describe one photo: a batch cannot share them
+PER_PHOTO_OPTIONS = ("label", "mask", "extra_views")
+WORKER_EXIT_S = 60  # a worker with no photo left returns at once; this only bounds a hung exit  # they describe one photo: a batch cannot share them
 
 
 @dataclass(frozen=True)
@@ -187,7 +194,7 @@ def _worker(index: int, device: str, jobs: list[BatchJob], out: Path, options: d
         torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    per_photo = {k: options.pop(k) for k in ("back", "seed") if k in options}
+    per_photo = {k: options.pop(k) for k in ("back", "seed", "overwrite") if k in options}
     pipeline = None
     claims = Claims(out, run)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "device": device, "worker": index}
@@ -293,7 +300,7 @@ def _cpu_threads(devices: list[str]) -> int | None:
 
 def reconstruct_batch(inputs, out: str | os.PathLike, *, network="default", devices="auto",
                       procs_per_device: int = 1, preset="auto", overrides: dict | None = None, back: str = "auto",
-                      seed: int = 666, progress: bool = True, **options) -> BatchResult:
+                      seed: int = 666, progress: bool = True, overwrite: bool = False, **options) -> BatchResult:
     """Reconstruct every photo of ``inputs`` (files and/or folders) into ``out/<stem>/``.
 
     One worker process per entry of ``devices`` (``"cpu,cpu"``, ``["cuda:0", "cuda:1"]``, ``auto``),
@@ -301,7 +308,8 @@ def reconstruct_batch(inputs, out: str | os.PathLike, *, network="default", devi
     (``auto`` = fast) takes ``overrides`` (e.g. ``{"outputs.video_frames": 24}``) and keyword
     overrides (``stage1_steps=60``); the options perceptual, vgg16, lpips_linear and fk_bank go to
     the Reconstructor. Aligned crops take their labels from a dataset.json beside them. Photos
-    already complete in ``out`` are skipped, so a rerun resumes a killed batch.
+    already complete in ``out`` are skipped, so a rerun resumes a killed batch. ``overwrite``:
+    ``out`` and its photo folders may hold other files (they are kept).
     """
     from tqdm.auto import tqdm
 
@@ -313,10 +321,10 @@ def reconstruct_batch(inputs, out: str | os.PathLike, *, network="default", devi
     workers = resolve_devices(devices, procs_per_device)
     pipeline = {k: options.pop(k) for k in PIPELINE_OPTIONS if k in options}
     merged = {k: v for k, v in {**(overrides or {}), **options}.items() if v is not None}
-    options = {**pipeline, "network": network, "preset": preset, "back": back, "seed": seed, "overrides": merged}
+    options = {**pipeline, "network": network, "preset": preset, "back": back, "seed": seed, "overrides": merged,
+               "overwrite": overwrite}
     _check_options(options, workers)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_dir(check_output_dir(out, BATCH_VERB, overwrite=overwrite), BATCH_VERB)
     run = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     photos = {j.name: {"input": str(j.photo), "status": "skipped" if is_complete(out / j.name) else "not run"}
               for j in jobs}
@@ -345,13 +353,18 @@ def reconstruct_batch(inputs, out: str | os.PathLike, *, network="default", devi
             bar.update(1)
             if msg["status"] == "failed":
                 bar.write(f"failed: {entry['input']} ({msg['error']})")
+        for p in procs:  # every photo is accounted for: the workers are on their way out
+            if p.pid is not None:
+                p.join(timeout=WORKER_EXIT_S)
     finally:
         bar.close()
         for p in procs:
-            if p.is_alive():  # only on an interrupt: stop our own workers
+            if p.is_alive():  # only on an interrupt (or a worker hung on exit): stop our own workers
                 p.terminate()
             if p.pid is not None:
                 p.join(timeout=10)
+        for job in jobs:  # what the stopped workers were writing
+            remove_stale_partials(out, job.name)
         for name, entry in photos.items():  # finished meanwhile by another batch on the same folder
             if entry["status"] == "not run" and is_complete(out / name):
                 entry["status"] = "skipped"
@@ -359,7 +372,7 @@ def reconstruct_batch(inputs, out: str | os.PathLike, *, network="default", devi
         _write_summary(result, run)
     crashed = [p.name for p in procs if p.exitcode not in (0, None)]
     if crashed:
-        print(f"warning: worker(s) {', '.join(crashed)} exited abnormally; rerun to finish their photos")
+        warnings.warn(f"worker(s) {', '.join(crashed)} exited abnormally; rerun to finish their photos")
     return result
 
 

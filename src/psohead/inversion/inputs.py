@@ -1,8 +1,9 @@
 """What the user gives reconstruct(): a raw photo, or an aligned crop with its camera label.
 
 A crop's label comes from (first match) the ``label`` argument (25 numbers or a JSON file holding
-them, or ``{"label": [...]}``), or a ``dataset.json`` next to the image that lists its file name.
-Without a label the image is treated as a raw photo and run through ``psohead.preprocess.align``.
+them, or ``{"label": [...]}``), or a ``dataset.json`` next to the image, which must then list its
+file name with a label. Without either the image is treated as a raw photo and run through
+``psohead.preprocess.align``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from PIL import Image
 from ..camera import HEAD_LOOKAT, label_from_yaw_pitch, parse_label, validate_label
 from ..errors import InputError, LabelError
 from ..io.images import read_image, read_mask
-from ..io.masks import mask_beside
+from ..io.masks import check_mask_fits, mask_beside
 
 
 @dataclass
@@ -41,18 +42,24 @@ def read_label_file(path: Path) -> torch.Tensor:
 
 
 def label_from_dataset_json(image_path: Path) -> torch.Tensor | None:
-    """The label of ``image_path`` in a dataset.json beside it ({"labels": [[name, [25]], ...]})."""
+    """The label of ``image_path`` in a dataset.json beside it ({"labels": [[name, [25]], ...]});
+    None without a dataset.json. One that does not list the image is an error: the image sits
+    among aligned crops, and cropping it again as a raw photo would be a silent wrong result."""
     meta = image_path.parent / "dataset.json"
     if not meta.is_file():
         return None
     try:
-        entries = json.loads(meta.read_text()).get("labels") or []
+        entries = json.loads(meta.read_text()).get("labels")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
         raise LabelError(f"{meta}: not a dataset.json ({type(err).__name__})") from None
+    if not isinstance(entries, list):
+        raise LabelError(f"{meta}: \"labels\" must be a list of [name, [25 numbers]], got {json.dumps(entries)}; "
+                         f"fix it or pass the label of {image_path.name} with --label")
     for entry in entries:
         if isinstance(entry, (list, tuple)) and len(entry) == 2 and Path(str(entry[0])).name == image_path.name:
             return parse_label(entry[1], f"{meta} entry {entry[0]}")
-    return None
+    raise LabelError(f"{meta} lists no label for {image_path.name}; pass one with --label, or move the photo "
+                     "out of that folder to have it cropped as a raw photo")
 
 
 def coerce_label(label, what: str = "label") -> torch.Tensor:
@@ -79,7 +86,12 @@ def prepare_input(image, label=None, mask=None, what: str = "input") -> Prepared
             mask = mask_beside(path)
         elif mask is not None:
             mask = read_mask(mask, f"{what} mask")
+        if mask is not None:
+            check_mask_fits(mask, pil, f"{what} mask")
         return PreparedInput(pil, lab, mask, "aligned", label_source)
+    if mask is not None:
+        raise InputError(f"{what}: a mask is only used with an aligned crop and its label (--label, or a "
+                         "dataset.json beside it); a raw photo gets its mask from the preprocessing")
     try:
         from ..preprocess import align
     except ImportError:
@@ -91,18 +103,26 @@ def prepare_input(image, label=None, mask=None, what: str = "input") -> Prepared
 
 
 def parse_extra_view(spec: str) -> tuple[Path, float | None]:
-    """``PATH[:yaw_degrees]`` -> (path, yaw in radians or None)."""
-    path, yaw = spec, None
+    """``PATH[:yaw_degrees]`` -> (path, yaw in radians or None); a file whose name holds a colon
+    is taken whole."""
+    if Path(spec).is_file():
+        return Path(spec), None
     head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            yaw = math.radians(float(tail))
-            path = head
-        except ValueError:
-            pass
-    if not Path(path).is_file():
-        raise InputError(f"--extra-view: file not found: {path}")
-    return Path(path), yaw
+    if not (sep and head):
+        raise InputError(f"--extra-view: file not found: {spec}")
+    try:
+        degrees = float(tail)
+    except ValueError:
+        if Path(head).is_file():
+            raise InputError(f"--extra-view {spec}: the yaw after ':' must be a number of degrees, "
+                             f"got {tail!r}") from None
+        raise InputError(f"--extra-view: file not found: {spec}") from None
+    if not math.isfinite(degrees) or abs(degrees) > 360:
+        raise InputError(f"--extra-view {spec}: the yaw must be a finite number of degrees in [-360, 360], "
+                         f"got {tail!r}")
+    if not Path(head).is_file():
+        raise InputError(f"--extra-view: file not found: {head}")
+    return Path(head), math.radians(degrees)
 
 
 def prepare_extra_view(spec: str) -> PreparedInput:

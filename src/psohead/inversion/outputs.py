@@ -1,7 +1,9 @@
 """Everything a reconstruction writes, into a hidden partial folder that is renamed when complete.
 
-A run killed half-way leaves only ``.<name>.partial-XXXX`` (never a folder named like the
-requested one); a rerun replaces an existing output folder only once the new one is complete.
+A run killed half-way leaves only ``.<name>.partial-...`` (never a folder named like the
+requested one; the next run on the same folder removes it); a rerun replaces an earlier
+reconstruction only once the new one is complete, and never touches files psohead did not write
+(:mod:`psohead.atomic`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ VIEW_YAWS_DEG = (0, 45, 90, 135, 180, 225, 270, 315)
 # Views per render call when the preset leaves it open. On the CPU the renderer's large
 # per-sample tensors are memory-bound: 2 views per call measured 20% faster per view than 8.
 CUDA_RENDER_BATCH, CPU_RENDER_BATCH = 8, 2
+OUTPUT_VERB = "reconstruct"  # the marker of a reconstruction folder
 OUTPUT_FILES = ("crop.png", "label.json", "views.png", "front.png", "back.png", "turntable.mp4", "head.ply",
                 "head.obj", "head.glb", "latent.safetensors", "generator.safetensors", "report.html",
                 "reconstruction.json")
@@ -47,9 +50,9 @@ def _downsample(values: list[float], n: int = 400) -> list[float]:
     return [values[i] for i in idx]
 
 
-def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True) -> Path:
+def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True, overwrite: bool = False) -> Path:
     """Write every output of ``rec`` (a Reconstruction) into ``out`` as its preset's ``outputs``
-    section says; returns the folder."""
+    section says; returns the folder. ``overwrite``: ``out`` may hold other files (kept)."""
     from ..export.latent import save_latent
     from ..export.mesh import MeshError, extract_mesh, sample_density, write_mesh
     from ..export.report import write_report
@@ -61,7 +64,7 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True) ->
     out = Path(out)
     timings = {}
     bars = progress is True  # the mesh steps show bars; a callable hears of the stage
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, OUTPUT_VERB, overwrite=overwrite) as tmp:
         G, ws, delta = rec.G, rec.ws, rec.delta
         batch = cfg.render_batch or (CUDA_RENDER_BATCH if ws.device.type == "cuda" else CPU_RENDER_BATCH)
         t = time.perf_counter()

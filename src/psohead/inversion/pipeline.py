@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..atomic import check_output_dir
 from ..camera import LABEL_DIM, apply_offset, back_label
 from ..devices import resolve_device
 from ..errors import InputError
@@ -24,6 +25,7 @@ from ..progress import ProgressLike, announce
 from .back import known_back_views, plan_back, prior_targets, render_prior
 from .inputs import prepare_extra_view, prepare_input
 from .losses import build_perceptual
+from .outputs import OUTPUT_VERB
 from .pivotal import PivotalConfig, tune
 from .precision import check_precision
 from .presets import Preset, resolve_preset
@@ -150,7 +152,7 @@ class Reconstructor:
 
     def __call__(self, image, out: str | os.PathLike | None = None, *, label=None, mask=None,
                  back: str | os.PathLike = "auto", extra_views=(), seed: int = 666, progress: ProgressLike = True,
-                 overrides: dict | None = None, **keywords) -> Reconstruction:
+                 overwrite: bool = False, overrides: dict | None = None, **keywords) -> Reconstruction:
         """Reconstruct one photo. ``image``: a raw photo (path, PIL image, array; aligned by
         :func:`psohead.preprocess.align`) or an aligned crop with its ``label`` (25 numbers or a
         JSON file; or a dataset.json beside the file) and optional ``mask``. ``back``: auto | prior
@@ -158,11 +160,15 @@ class Reconstructor:
         strings of other photos of the same head. ``overrides``/keywords change preset fields for
         this photo. ``progress``: bars, silence, or a callable receiving
         :class:`psohead.progress.Progress` events (raising from it stops the run). With ``out``
-        every output file is written there, atomically (docs/reconstruct.md)."""
+        every output file is written there, atomically (docs/reconstruct.md); ``out`` must be new,
+        empty or an earlier reconstruction, unless ``overwrite`` (then only files of psohead's names
+        in it are replaced)."""
         t0 = time.perf_counter()
         cfg = self.preset.override(overrides, **keywords)
         check_precision(cfg.runtime.precision, self.device)
         plan = plan_back(back, has_bank=self.fk_bank_path is not None)
+        if out is not None:
+            check_output_dir(out, OUTPUT_VERB, overwrite=overwrite, replace=True)
         announce(progress, "preprocess")
         prepared = prepare_input(image, label=label, mask=mask)
         extras = [prepare_extra_view(str(s)) for s in extra_views]
@@ -179,7 +185,7 @@ class Reconstructor:
         if out is not None:
             from .outputs import write_outputs
 
-            write_outputs(rec, out, progress=progress)
+            write_outputs(rec, out, progress=progress, overwrite=overwrite)
         return rec
 
     def _invert(self, prepared, extras, plan, cfg: Preset, seed: int, progress, timings: dict) -> Reconstruction:
@@ -240,11 +246,13 @@ class Reconstructor:
 def reconstruct(image, out: str | os.PathLike | None = None, *, network="default", device="auto",
                 preset: str | Preset = "auto", perceptual: str = "auto", vgg16=None, lpips_linear=None,
                 fk_bank=None, label=None, mask=None, back: str | os.PathLike = "auto", extra_views=(),
-                seed: int = 666, progress: ProgressLike = True, overrides: dict | None = None,
-                **keywords) -> Reconstruction:
+                seed: int = 666, progress: ProgressLike = True, overwrite: bool = False,
+                overrides: dict | None = None, **keywords) -> Reconstruction:
     """One photo in one call: ``Reconstructor(network, ...)(image, out, ...)`` (the arguments of
     both; keywords override preset fields, e.g. ``stage2_steps=40``)."""
+    if out is not None:
+        check_output_dir(out, OUTPUT_VERB, overwrite=overwrite, replace=True)  # before the network loads
     pipeline = Reconstructor(network, device=device, preset=preset, perceptual=perceptual, vgg16=vgg16,
                              lpips_linear=lpips_linear, fk_bank=fk_bank, overrides=overrides, **keywords)
     return pipeline(image, out, label=label, mask=mask, back=back, extra_views=extra_views, seed=seed,
-                    progress=progress)
+                    progress=progress, overwrite=overwrite)

@@ -5,14 +5,15 @@ Layouts accepted (``path`` is a folder or an uncompressed/deflated zip):
 * psohead layout: ``path/images/<rel>.<ext>`` + ``path/images/dataset.json`` +
   ``path/masks/<rel>.png`` (what ``psohead dataset pack``, SynthHeads-360 and FK-Enhance write);
 * official layout: an image root holding ``dataset.json`` (``--img_data``) plus a separate mask
-  root (``seg_path``, the official ``--seg_data``), each a folder or a zip.
+  root (``seg_path``, the official ``--seg_data``), each a folder or a zip;
+* crop layout: images and ``dataset.json`` at the root with ``masks/`` inside it (what
+  ``psohead crop`` writes).
 
 Masks are matched to images by relative path without extension. Items are
 ``(image uint8 [3,R,R], mask uint8 [1,R,R], label float32 [25])``.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -46,11 +47,13 @@ class DatasetError(InputError):
 # Sources: a folder or a zip, seen through a path prefix.
 
 class Source:
-    """Read-only file tree rooted at a folder or at a prefix inside a zip."""
+    """Read-only file tree rooted at a folder or at a prefix inside a zip; ``exclude``: a
+    subfolder (``masks/``) that is not part of it."""
 
-    def __init__(self, path: str | os.PathLike, prefix: str = ""):
+    def __init__(self, path: str | os.PathLike, prefix: str = "", exclude: str | None = None):
         self.path = Path(path)
         self.prefix = prefix
+        self.exclude = exclude
         self.is_zip = self.path.is_file()
         self._zip = None
         self._zip_pid = None
@@ -80,7 +83,8 @@ class Source:
         else:
             root = self.path / self.prefix if self.prefix else self.path
             out = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
-        return sorted(n for n in out if not any(part.startswith(".") for part in n.split("/")))
+        return sorted(n for n in out if not any(part.startswith(".") for part in n.split("/"))
+                      and not (self.exclude and n.startswith(self.exclude)))
 
     def exists(self, name: str) -> bool:
         if self.is_zip:
@@ -96,6 +100,14 @@ class Source:
             return self._zipfile().read(self.prefix + name)
         return (self.path / self.prefix / name).read_bytes()
 
+    def image_size(self, name: str) -> tuple[int, int]:
+        """(width, height) of an image from its header, without reading the rest of the file."""
+        if self.is_zip:
+            with self._zipfile().open(self.prefix + name) as f, Image.open(f) as im:
+                return im.size
+        with Image.open(self.path / self.prefix / name) as im:
+            return im.size
+
 
 def _is_zip(path: Path) -> bool:
     return path.is_file() and zipfile.is_zipfile(path)
@@ -107,16 +119,22 @@ def open_layout(path, seg_path=None) -> tuple[Source, Source | None]:
     if not path.exists():
         raise InputError(f"dataset {path}: no such file or folder")
     if path.is_dir():
+        has_masks = (path / "masks").is_dir()
         if (path / "images").is_dir():
             images = Source(path, "images/")
-            masks = Source(path, "masks/") if (path / "masks").is_dir() else None
+            masks = Source(path, "masks/") if has_masks else None
+        elif has_masks and seg_path is None:  # crop layout
+            images, masks = Source(path, exclude="masks/"), Source(path, "masks/")
         else:
             images, masks = Source(path), None
     elif _is_zip(path):
         names = zipfile.ZipFile(path).namelist()
+        has_masks = any(n.startswith("masks/") for n in names)
         if any(n.startswith("images/") for n in names) and "dataset.json" not in names:
             images = Source(path, "images/")
-            masks = Source(path, "masks/") if any(n.startswith("masks/") for n in names) else None
+            masks = Source(path, "masks/") if has_masks else None
+        elif has_masks and seg_path is None:  # crop layout
+            images, masks = Source(path, exclude="masks/"), Source(path, "masks/")
         else:
             images, masks = Source(path), None
     else:
@@ -214,26 +232,14 @@ def scan_dataset(path, seg_path=None, require_masks: bool = True) -> Scan:
     return scan
 
 
-def _image_size(source: Source, name: str) -> tuple[int, int, str]:
-    with Image.open(io.BytesIO(source.read(name))) as im:
-        return im.size[0], im.size[1], im.mode
-
-
-def check_dataset(path, seg_path=None, require_masks: bool = True, progress: bool = False) -> dict:
-    """Validate a dataset fully (also image and mask sizes); raise DatasetError listing problems.
-
-    Returns a summary: count, resolution, yaw histogram (|yaw| in 30-degree bins).
-    """
-    scan = scan_dataset(path, seg_path, require_masks)
-    problems = list(scan.problems)
+def size_problems(scan: Scan, entries=None) -> tuple[list[str], dict[tuple[int, int], int]]:
+    """Problems with image and mask sizes (from the file headers: cheap even for large sets) and
+    the count of images per size. ``entries``: the scan's, or the same wrapped in a progress bar."""
+    problems: list[str] = []
     sizes: dict[tuple[int, int], int] = {}
-    entries = scan.entries
-    if progress:
-        from tqdm import tqdm
-        entries = tqdm(entries, desc="checking", unit="img")
-    for e in entries:
+    for e in scan.entries if entries is None else entries:
         try:
-            w, h, mode = _image_size(scan.images, e.image)
+            w, h = scan.images.image_size(e.image)
         except Exception as err:  # PIL raises many types for corrupt files
             problems.append(f"{e.image}: cannot read image ({type(err).__name__})")
             continue
@@ -242,7 +248,7 @@ def check_dataset(path, seg_path=None, require_masks: bool = True, progress: boo
             problems.append(f"{e.image}: image is {w}x{h}, must be square")
         if e.mask is not None and scan.masks is not None:
             try:
-                mw, mh, _ = _image_size(scan.masks, e.mask)
+                mw, mh = scan.masks.image_size(e.mask)
             except Exception as err:
                 problems.append(f"{e.mask}: cannot read mask ({type(err).__name__})")
                 continue
@@ -252,6 +258,21 @@ def check_dataset(path, seg_path=None, require_masks: bool = True, progress: boo
         common = max(sizes, key=sizes.get)
         problems.append(f"images have {len(sizes)} different sizes (most are {common[0]}x{common[1]}): "
                         + ", ".join(f"{w}x{h} x{n}" for (w, h), n in sorted(sizes.items())))
+    return problems, sizes
+
+
+def check_dataset(path, seg_path=None, require_masks: bool = True, progress: bool = False) -> dict:
+    """Validate a dataset fully (also image and mask sizes); raise DatasetError listing problems.
+
+    Returns a summary: count, resolution, yaw histogram (|yaw| in 30-degree bins).
+    """
+    scan = scan_dataset(path, seg_path, require_masks)
+    entries = scan.entries
+    if progress:
+        from tqdm import tqdm
+        entries = tqdm(entries, desc="checking", unit="img")
+    problems, sizes = size_problems(scan, entries)
+    problems = scan.problems + problems
     if problems:
         raise DatasetError(str(path), problems)
     labels = torch.stack([e.label for e in scan.entries])
@@ -288,15 +309,16 @@ class HeadDataset(torch.utils.data.Dataset):
     def __init__(self, path, seg_path=None, xflip: bool = False, min_yaw: float = 0.0,
                  max_yaw: float = 180.0, back_repeat: int = 1, max_items: int | None = None):
         scan = scan_dataset(path, seg_path, require_masks=True)
-        if scan.problems:
-            raise DatasetError(str(path), scan.problems)
+        # sizes too, from the headers: a mask of the wrong size must stop a training before it starts
+        problems, sizes = size_problems(scan) if not scan.problems else ([], {})
+        if scan.problems or problems:
+            raise DatasetError(str(path), scan.problems + problems)
         self.path = str(path)
         self.images, self.masks = scan.images, scan.masks
         self.names = [e.image for e in scan.entries]
         self.mask_names = [e.mask for e in scan.entries]
         self.raw_labels = torch.stack([e.label for e in scan.entries])
-        w, h, _ = _image_size(self.images, self.names[0])
-        self.resolution = w
+        self.resolution = next(iter(sizes))[0]
         yaw_deg = yaw_pitch_from_label(self.raw_labels)[0].abs().rad2deg()
         keep = (yaw_deg >= min_yaw) & (yaw_deg <= max_yaw)
         index = []

@@ -2,20 +2,21 @@
 
 ``images/<rel>.png`` + ``images/dataset.json`` + ``masks/<rel>.png``. The whole dataset is
 written under a temporary name and renamed into place on ``close()``, so a crash never leaves a
-half-written dataset behind.
+half-written dataset behind. A folder output follows :mod:`psohead.atomic`'s rules: it must be
+new, empty or an earlier output of the same verb (``overwrite``: other files are kept).
 """
 from __future__ import annotations
 
 import io
 import json
 import os
-import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
 
+from ..atomic import AtomicDir, check_output_dir, check_output_file, partial_path
 from ..camera import format_label, validate_label
 from ..errors import InputError
 from .dataset import check_dataset, decode_image, decode_mask, is_power_of_two, resize_square, scan_dataset, DatasetError
@@ -27,22 +28,37 @@ def _png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class DatasetWriter:
-    """Collects (name, image, mask, label) and writes a folder or ``.zip`` dataset."""
+PACK_VERB = "dataset pack"  # the marker of a packed dataset folder
 
-    def __init__(self, out, overwrite: bool = False):
+
+def check_dataset_output(out, verb: str, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a dataset output that DatasetWriter(out, overwrite, verb) would refuse."""
+    out = Path(out)
+    if out.suffix.lower() != ".zip":
+        return check_output_dir(out, verb, overwrite=overwrite, replace=True)
+    check_output_file(out, (".zip",), "output dataset")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists (choose another output)")
+    return out
+
+
+class DatasetWriter:
+    """Collects (name, image, mask, label) and writes a folder or ``.zip`` dataset; ``verb`` is
+    the command whose output it is (the folder's marker)."""
+
+    def __init__(self, out, overwrite: bool = False, verb: str = PACK_VERB):
         self.out = Path(out)
         self.as_zip = self.out.suffix.lower() == ".zip"
-        if self.out.exists() and not overwrite and (self.out.is_file() or any(self.out.iterdir())):
-            raise InputError(f"{self.out} already exists and is not empty (choose another output)")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")
         self.labels: list[list] = []
         self._names: set[str] = set()
         if self.as_zip:
+            check_dataset_output(self.out, verb, overwrite)
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = partial_path(self.out)
             self._zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
         else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._dir = AtomicDir(self.out, verb, overwrite=overwrite)
+            self.tmp = self._dir.tmp
             (self.tmp / "images").mkdir(parents=True)
             (self.tmp / "masks").mkdir(parents=True)
 
@@ -85,10 +101,9 @@ class DatasetWriter:
     def close(self) -> Path:
         data = json.dumps({"labels": self.labels}, indent=0).encode()
         self._put("images/dataset.json", data)
-        if self.as_zip:
-            self._zip.close()
-        elif self.out.exists():
-            shutil.rmtree(self.out)  # only reached when empty or overwrite was asked for
+        if not self.as_zip:
+            return self._dir.commit()
+        self._zip.close()
         os.replace(self.tmp, self.out)
         return self.out
 
@@ -97,7 +112,7 @@ class DatasetWriter:
             self._zip.close()
             self.tmp.unlink(missing_ok=True)
         else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._dir.abort()
 
 
 def pack_dataset(src, dst, seg_path=None, resolution: int | None = None, progress: bool = True) -> dict:
@@ -105,6 +120,7 @@ def pack_dataset(src, dst, seg_path=None, resolution: int | None = None, progres
 
     ``resolution`` resizes images (LANCZOS) and masks (bilinear) to a square power of two.
     """
+    check_dataset_output(dst, PACK_VERB)
     summary = check_dataset(src, seg_path, progress=False)
     if resolution is not None and not is_power_of_two(resolution):
         raise InputError(f"--resolution {resolution}: must be a power of two >= 4")
@@ -116,7 +132,7 @@ def pack_dataset(src, dst, seg_path=None, resolution: int | None = None, progres
     if progress:
         from tqdm import tqdm
         entries = tqdm(entries, desc="packing", unit="img")
-    with DatasetWriter(dst) as writer:
+    with DatasetWriter(dst, verb=PACK_VERB) as writer:
         for e in entries:
             img = resize_square(decode_image(scan.images.read(e.image)), res)
             mask = resize_square(decode_mask(scan.masks.read(e.mask)), res, mask=True)

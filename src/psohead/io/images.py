@@ -83,6 +83,8 @@ def read_image(image, what: str = "image", max_pixels: int | None = None) -> Ima
     limit = MAX_PIXELS if max_pixels is None else min(max_pixels, MAX_PIXELS)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
+        if path.is_dir():
+            raise InputError(f"{what}: {path} is a folder, not an image file")
         if not path.is_file():
             raise InputError(f"{what}: file not found: {path}")
         return _to_rgb(_open(path, f"{what} {path}", limit))

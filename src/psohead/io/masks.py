@@ -8,7 +8,24 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import InputError
 from .images import read_mask
+
+# A mask is resized onto its image: the same shape within this share of the aspect ratio (a
+# rounding pixel), and at least this share of the image's size and MIN_MASK_SIDE pixels per side.
+MASK_ASPECT_TOLERANCE = 0.02
+MASK_MIN_SCALE = 1 / 8
+MIN_MASK_SIDE = 16
+
+
+def check_mask_fits(mask: Image.Image, image: Image.Image, what: str = "mask") -> None:
+    """Refuse a mask that cannot be the matte of ``image`` (another shape, or far too small, e.g. 1x1)."""
+    (mw, mh), (w, h) = mask.size, image.size
+    if abs(mw / mh - w / h) > MASK_ASPECT_TOLERANCE * (w / h):
+        raise InputError(f"{what}: mask is {mw}x{mh} but its image is {w}x{h} (another shape)")
+    if min(mw, mh) < max(MIN_MASK_SIDE, MASK_MIN_SCALE * min(w, h)):
+        raise InputError(f"{what}: mask is {mw}x{mh}, far too small for its {w}x{h} image "
+                         f"(need at least {max(MIN_MASK_SIDE, round(MASK_MIN_SCALE * min(w, h)))} px per side)")
 
 
 def mask_beside(image_path: str | Path) -> Image.Image | None:

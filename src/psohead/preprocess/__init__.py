@@ -1,7 +1,7 @@
 """Any photo -> PanoHead-aligned crop, camera label and foreground matte (spec section 7)."""
-from .pipeline import AlignedFace, FaceTooSmallError, FaceTooSmallWarning, align, align_all
+from .pipeline import AlignedFace, FaceTooSmallError, FaceTooSmallWarning, PreprocessWarning, align, align_all
 
-__all__ = ["AlignedFace", "FaceTooSmallError", "FaceTooSmallWarning", "align", "align_all", "crop_files"]
+__all__ = ["AlignedFace", "FaceTooSmallError", "FaceTooSmallWarning", "PreprocessWarning", "align", "align_all", "crop_files"]
 
 
 def crop_files(*args, **kwargs):

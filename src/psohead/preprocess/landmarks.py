@@ -1,7 +1,8 @@
 """Face detection (dlib HOG, MediaPipe fallback) and dlib's 68-point landmarks.
 
 Detection runs on a copy downscaled to at most ``DETECT_MAX_SIDE`` pixels; the landmark
-predictor then runs on the full-resolution image so crops keep all the detail.
+predictor then runs on the full-resolution image so crops keep all the detail. A photo stored
+turned by a quarter or half turn without an EXIF orientation is found by :func:`detect_upright`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from ..errors import InputError
 from .native import quiet_native_logs, require
 
 DETECT_MAX_SIDE = 1024
+# np.rot90 turns tried by detect_upright: upright first, then a quarter turn either way, upside down last
+QUARTER_TURNS = (0, 1, 3, 2)
 
 
 @dataclass
@@ -67,7 +70,19 @@ def _dlib_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
     return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
 
 
-def _mediapipe_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
+def turns_to_upright(down) -> int:
+    """The np.rot90 turns (counter-clockwise quarter turns) after which a face whose eyes-to-mouth
+    direction is ``down`` (x right, y down the image) stands upright."""
+    x, y = float(down[0]), float(down[1])
+    downness = []
+    for _ in range(4):
+        downness.append(y)
+        x, y = y, -x  # where one counter-clockwise quarter turn of the image takes the vector
+    return int(np.argmax(downness))
+
+
+def _mediapipe_detections(small: np.ndarray) -> list[tuple[tuple[float, ...], float, int]]:
+    """(box, score, turns to upright from its eye and mouth points) per face."""
     h, w = small.shape[:2]
     detector = _mediapipe_detector()
     with quiet_native_logs():
@@ -75,8 +90,15 @@ def _mediapipe_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]
     out = []
     for det in result.detections or []:
         b = det.location_data.relative_bounding_box
-        out.append(((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h), float(det.score[0])))
+        eye_r, eye_l, _, mouth = ([k.x * w, k.y * h] for k in det.location_data.relative_keypoints[:4])
+        down = np.subtract(mouth, np.add(eye_r, eye_l) / 2)
+        out.append(((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h), float(det.score[0]),
+                    turns_to_upright(down)))
     return out
+
+
+def _mediapipe_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
+    return [(box, score) for box, score, _ in _mediapipe_detections(small)]
 
 
 def face_boxes(rgb: np.ndarray, detector: str = "dlib") -> list[tuple[tuple[float, ...], float]]:
@@ -114,12 +136,16 @@ def predict_landmarks(rgb: np.ndarray, box, symmetric: bool = False) -> np.ndarr
     return pts
 
 
-def detect_faces(rgb: np.ndarray) -> list[Face]:
-    """All faces, largest first. dlib HOG first; MediaPipe only when dlib finds nothing."""
+def _detect(rgb: np.ndarray) -> tuple[list[Face], int]:
+    """Faces, largest first, and the turns the largest MediaPipe face needs to stand upright
+    (dlib's detector finds upright faces only). dlib HOG first; MediaPipe only when it finds nothing."""
     small, scale = _downscale(rgb)
-    found, detector = _dlib_boxes(small), "dlib"
+    found, detector, turns = _dlib_boxes(small), "dlib", 0
     if not found:
-        found, detector = _mediapipe_boxes(small), "mediapipe"
+        detections = _mediapipe_detections(small)
+        found, detector = [(box, score) for box, score, _ in detections], "mediapipe"
+        if detections:
+            turns = max(detections, key=lambda d: (d[0][2] - d[0][0]) * (d[0][3] - d[0][1]))[2]
     faces = []
     for box, score in found:
         box = tuple(v / scale for v in box)
@@ -130,4 +156,28 @@ def detect_faces(rgb: np.ndarray) -> list[Face]:
             box = (l - 0.05 * side, t + 0.1 * side, r + 0.05 * side, b + 0.15 * side)
         faces.append(Face(box=box, score=score, detector=detector, landmarks=predict_landmarks(rgb, box)))
     faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
-    return faces
+    return faces, turns
+
+
+def detect_faces(rgb: np.ndarray) -> list[Face]:
+    """All faces of an upright photo, largest first. dlib HOG first; MediaPipe only when dlib finds nothing."""
+    return _detect(rgb)[0]
+
+
+def detect_upright(rgb: np.ndarray) -> tuple[int, np.ndarray, list[Face]]:
+    """(turns, the photo turned upright, its faces) of a photo that may be stored turned by quarter
+    turns without saying so: faces are looked for upright first; only when none is found, or the
+    one MediaPipe finds stands sideways or upside down (its eyes and mouth say so), the photo is
+    turned (np.rot90 ``turns`` times) and searched again."""
+    for k in QUARTER_TURNS:
+        img = np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+        faces, turns = _detect(img)
+        if faces and turns:
+            k2 = (k + turns) % 4
+            img2 = np.ascontiguousarray(np.rot90(rgb, k2)) if k2 else rgb
+            faces2 = detect_faces(img2)
+            if faces2:
+                return k2, img2, faces2
+        if faces:
+            return k, img, faces
+    return 0, rgb, []

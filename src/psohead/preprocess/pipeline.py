@@ -12,20 +12,35 @@ from ..errors import InputError, NoFaceError
 from .crop import CANVAS, MIN_QUAD_SIDE, SQUARE_SIDE, SQUARE_TL, Quad, apply_affine, crop_canvas, initial_quad, \
     quad_to_canvas
 from ..io.images import read_image
-from .landmarks import Face, detect_faces, predict_landmarks
+from .landmarks import Face, detect_upright, predict_landmarks
 from .mask import person_matte
 from .native import check_installed
 from .pose import Calibration, estimate_pose, euler_3ddfa, label_from_rotation
 
 MIN_IMAGE_SIDE = 32
+# dlib HOG scores of real faces are about 1-2.5; weaker hits (patches, prints on clothes) are not
+# counted as other people when the largest face is picked
+OTHER_FACE_MIN_SCORE = {"dlib": 0.5, "mediapipe": 0.5}
 
 
 class FaceTooSmallError(NoFaceError):
     """The face's quad is below the official 256 px minimum and the caller asked to skip it."""
 
 
-class FaceTooSmallWarning(UserWarning):
+class PreprocessWarning(UserWarning):
+    """Something about a photo the user should know; the crop is still made."""
+
+
+class FaceTooSmallWarning(PreprocessWarning):
     """The face's quad is below the official 256 px minimum; the crop is upsampled."""
+
+
+class TurnedPhotoWarning(PreprocessWarning):
+    """The photo was stored sideways or upside down without an EXIF orientation; it was turned upright."""
+
+
+class SeveralFacesWarning(PreprocessWarning):
+    """The photo shows several faces; the largest is used."""
 
 
 @dataclass
@@ -36,8 +51,8 @@ class AlignedFace:
     yaw: float  # degrees, 3DDFA convention (positive: camera toward the subject's left)
     pitch: float
     roll: float
-    quad: np.ndarray  # [4,2] refined quad corners in the original image (TL, BL, BR, TR)
-    landmarks: np.ndarray  # [68,2] in the original image
+    quad: np.ndarray  # [4,2] refined quad corners in the original image turned upright (TL, BL, BR, TR)
+    landmarks: np.ndarray  # [68,2] in the original image turned upright
     score: float
     detector: str
     small: bool = False  # quad side < 256 px: the official pipeline would drop this face
@@ -116,10 +131,18 @@ def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: boo
     if min(pil.size) < MIN_IMAGE_SIDE:
         raise InputError(f"{name}: image too small ({pil.size[0]}x{pil.size[1]}); need at least "
                          f"{MIN_IMAGE_SIDE} px per side")
-    rgb = np.asarray(pil)
-    faces = detect_faces(rgb)
+    turns, rgb, faces = detect_upright(np.asarray(pil))
     if not faces:
         raise NoFaceError(f"{name}: no face found")
+    if turns:
+        how = {1: "a quarter turn clockwise", 2: "upside down", 3: "a quarter turn counter-clockwise"}[turns]
+        warnings.warn(f"{name}: the photo is stored {how}, with no EXIF orientation; it was turned upright "
+                      "before cropping", TurnedPhotoWarning, stacklevel=2)
+    counted = [f for f in faces if f is faces[0] or f.score >= OTHER_FACE_MIN_SCORE[f.detector]]
+    if max_faces is not None and len(counted) > max_faces:
+        warnings.warn(f"{name}: {len(counted)} faces found; using the largest"
+                      + (" (psohead crop --all-faces crops every one)" if max_faces == 1 else ""),
+                      SeveralFacesWarning, stacklevel=2)
     out = []
     for face in faces:
         if max_faces is not None and len(out) >= max_faces:
@@ -129,6 +152,8 @@ def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: boo
         except FaceTooSmallError:
             if len(faces) == 1:
                 raise
+    for face in out:
+        face.report["turned_ccw_deg"] = 90 * turns  # its quad and landmarks are in the photo turned upright
     if not out:
         raise FaceTooSmallError(f"{name}: every face is smaller than the official {MIN_QUAD_SIDE:.0f} px quad")
     return out

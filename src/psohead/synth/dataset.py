@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import write_image, write_text
+from ..atomic import check_output_dir, claim_dir, remove_stale_partials, write_image, write_text
 from ..camera import HEAD_LOOKAT, format_label, label_from_yaw_pitch
 from ..errors import InputError
 from .params import SCENE_KEYS, sample_head, sample_scene, stack
 from .render import RenderConfig, render
 
 YAW_DISTS = ("panohead", "uniform", "front")
+DATASET_VERB = "synth dataset"  # the marker of a synthetic dataset folder
 FORMAT_VERSION = 1
 
 
@@ -60,11 +61,25 @@ def entry_name(index: int) -> str:
     return f"{index // 1000:05d}/img{index:08d}.png"
 
 
+def check_res(res: int) -> None:
+    """Image sizes of every synth verb: powers of two, as training needs."""
+    if res < 4 or res & (res - 1):
+        raise InputError(f"--res {res}: must be a power of two >= 4")
+
+
+def check_ids(ids) -> None:
+    """Head seeds: at least one, each in 0..2^32-1 (what numpy's seeding takes)."""
+    if not ids:
+        raise InputError("--ids: give at least one head seed")
+    bad = [i for i in ids if not 0 <= int(i) < 2 ** 32]
+    if bad:
+        raise InputError(f"--ids {bad[0]}: head seeds must lie in 0..2^32-1")
+
+
 def _check_args(n: int, res: int, yaw_dist: str, workers: int) -> None:
     if n < 1:
         raise InputError(f"--n {n}: must be at least 1")
-    if res < 4 or res & (res - 1):
-        raise InputError(f"--res {res}: must be a power of two >= 4")
+    check_res(res)
     if yaw_dist not in YAW_DISTS:
         raise InputError(f"--yaw-dist {yaw_dist!r}: choose one of {', '.join(YAW_DISTS)}")
     if workers < 1:
@@ -80,10 +95,13 @@ def _prepare(out: Path, config: dict) -> None:
         if old != config:
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in config.items() if old.get(k) != v)
             raise InputError(f"{out} holds a synthetic dataset made with other settings ({diff}); use another --out")
-    elif out.exists() and (out.is_file() or any(out.iterdir())):
-        raise InputError(f"{out} exists and is not a synthetic dataset to resume (choose another --out)")
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    else:
+        check_output_dir(out, DATASET_VERB)  # new or empty: refuses a file or a folder of other files
+    claim_dir(out, DATASET_VERB)
+    for kind in ("images", "masks"):
+        (out / kind).mkdir(parents=True, exist_ok=True)
+        for sub in (out / kind).iterdir():  # PNGs of a run killed while writing them
+            remove_stale_partials(sub)
     write_text(meta, json.dumps(config, indent=1))
 
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import check_output_dir, claim_dir
 from ..camera import HEAD_LOOKAT, label_from_yaw_pitch
 from ..errors import InputError
 from ..io.dataset_writer import DatasetWriter
 from . import head as H
+from .dataset import check_ids, check_res
 from .preview import render_views
+
+ORBIT_VERB = "synth orbit"  # the marker of the orbit folder and of each head folder in it
 
 
 def head_mesh(record: dict, grid: int = 160, device: str = "cpu", chunk: int = 262144):
@@ -56,23 +59,32 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def write_orbits(out, ids: list[int], views: int = 24, pitches=(0.0, 0.3, -0.2), res: int = 256,
-                 device: str = "cpu", mesh_grid: int = 160) -> dict:
+                 device: str = "cpu", mesh_grid: int = 160, overwrite: bool = False) -> dict:
     """One dataset folder per head (the training layout, so it reads back with ``HeadDataset``)::
 
         out/<id>/images/view_p<k>_<v>.png  masks/view_p<k>_<v>.png  images/dataset.json
         out/<id>/depth/view_p<k>_<v>.npy   (float32 camera-space z, 0 on background)
         out/<id>/mesh.ply  head.json
 
-    Each head folder appears complete or not at all (written aside, then renamed); an existing
-    one is replaced.
+    Each head folder appears complete or not at all (written aside, then renamed); an earlier
+    orbit's is replaced. ``out`` must be new, empty or an earlier orbit folder unless ``overwrite``.
     """
-    if views < 1 or not ids:
-        raise InputError("orbit needs at least one --ids value and --views >= 1")
-    out = Path(out)
+    check_ids(ids)
+    check_res(res)
+    if views < 1:
+        raise InputError(f"--views {views}: must be at least 1")
+    if mesh_grid < 2:
+        raise InputError(f"--mesh-grid {mesh_grid}: must be at least 2")
+    if not pitches or not all(math.isfinite(p) and abs(p) < math.pi / 2 for p in pitches):
+        raise InputError(f"--pitches {list(pitches)}: radians strictly between -pi/2 and pi/2")
+    out = check_output_dir(out, ORBIT_VERB, overwrite=overwrite)
+    for hid in ids:  # each head folder before any rendering, not after the first heads
+        check_output_dir(out / str(hid), ORBIT_VERB, overwrite=overwrite, replace=True)
+    claim_dir(out, ORBIT_VERB)
     yaws = [2 * math.pi * k / views for k in range(views)]
     summary = {}
     for hid in ids:
-        with DatasetWriter(out / str(hid), overwrite=True) as w:
+        with DatasetWriter(out / str(hid), overwrite=overwrite, verb=ORBIT_VERB) as w:
             for pk, pitch in enumerate(pitches):
                 v_out = render_views([hid], yaws, pitch=pitch, res=res, device=device)
                 for v, yaw in enumerate(yaws):

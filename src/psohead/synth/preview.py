@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..atomic import check_output_file, write_image
 from ..camera import HEAD_LOOKAT, label_from_yaw_pitch
 from ..errors import InputError
+from .dataset import check_ids, check_res
 from .params import SCENE_KEYS, fixed_scene, sample_head, stack
 from .render import RenderConfig, render
 
@@ -49,15 +49,13 @@ def render_views(seeds: list[int], yaws: list[float], pitch: float = 0.0, res: i
 
 def contact_sheet(out, seeds=tuple(range(8)), views: int = 6, res: int = 128, device: str = "cpu") -> Path:
     """Rows = identities, columns = yaws evenly spaced over the full turn (frontal first)."""
-    if views < 1 or not seeds:
-        raise InputError("preview needs at least one identity and one view")
+    check_ids(seeds)
+    check_res(res)
+    if views < 1:
+        raise InputError(f"--views {views}: must be at least 1")
+    out = check_output_file(out, (".png",), "contact sheet")
     yaws = [2 * math.pi * k / views for k in range(views)]
     yaws = [y - 2 * math.pi if y > math.pi else y for y in yaws]
     rgb = render_views(list(seeds), yaws, res=res, device=device).rgb
     sheet = rgb.transpose(0, 2, 1, 3, 4).reshape(len(seeds) * res, views * res, 3)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    Image.fromarray(sheet).save(tmp, format="PNG")
-    os.replace(tmp, out)
-    return out
+    return write_image(out, sheet)

@@ -20,9 +20,10 @@ from ..errors import InputError
 from ..networks.config import DiscriminatorConfig, GeneratorConfig
 from ..io.dataset import HeadDataset
 from .options import TrainOptions
-from .snapshot import LATEST, find_latest
+from .snapshot import LATEST
 
 FAGE_FILE = "fage.json"
+FAGE_VERB = "finetune"  # the marker of a finetune run folder
 NETWORK_FILE = "network.safetensors"
 
 
@@ -67,7 +68,7 @@ def finetune(opts: TrainOptions, network=None, fk=None, fk_ratio: float | None =
     ``opts`` are the training options (data, out, kimg, batch, ...); on resume only the
     run-control ones are used, as for ``train``. Returns train's summary (+ ``network`` when done).
     """
-    from .loop import train
+    from .loop import check_run_folder, train
 
     if resume is not None:
         run = Path(resume).parent
@@ -80,7 +81,8 @@ def finetune(opts: TrainOptions, network=None, fk=None, fk_ratio: float | None =
         _check_ratio(meta["fk_ratio"])
         extra = _fk_dataset(meta["fk"], opts)
         write_json(meta_path, meta)
-        return _finish(train(opts, resume=resume, extra_data=extra, extra_ratio=meta["fk_ratio"]), Path(opts.out))
+        return _finish(train(opts, resume=resume, extra_data=extra, extra_ratio=meta["fk_ratio"], verb=FAGE_VERB),
+                       Path(opts.out))
 
     from .network_source import read_network_set
     fk_ratio = 0.3 if fk_ratio is None else fk_ratio
@@ -90,8 +92,7 @@ def finetune(opts: TrainOptions, network=None, fk=None, fk_ratio: float | None =
     if not opts.data or not opts.out:
         raise InputError("--data and --out are required")
     out = Path(opts.out)
-    if find_latest(out) is not None:
-        raise InputError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+    check_run_folder(out, FAGE_VERB, resume=None)
     nets = read_network_set(network, discriminator)
     extra = _fk_dataset(fk, opts)
     G_cfg = nets.G_config
@@ -103,9 +104,9 @@ def finetune(opts: TrainOptions, network=None, fk=None, fk_ratio: float | None =
     else:
         D_cfg = nets.D_config
     opts = finetune_options(opts, G_cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / FAGE_FILE, {"network": str(Path(nets.source).resolve()), "discriminator": nets.D_source,
-                                 "d_init": "trained" if nets.D is not None else "fresh", "fk": str(fk),
-                                 "fk_ratio": fk_ratio, "data": opts.data})
+    meta = {"network": str(Path(nets.source).resolve()), "discriminator": nets.D_source,
+            "d_init": "trained" if nets.D is not None else "fresh", "fk": str(fk), "fk_ratio": fk_ratio,
+            "data": opts.data}
     init = {"G": nets.G if nets.G is not None else nets.G_ema, "G_ema": nets.G_ema, "D": nets.D}
-    return _finish(train(opts, G_cfg, D_cfg, init=init, extra_data=extra, extra_ratio=fk_ratio), out)
+    return _finish(train(opts, G_cfg, D_cfg, init=init, extra_data=extra, extra_ratio=fk_ratio, verb=FAGE_VERB,
+                         run_files={FAGE_FILE: meta}), out)

@@ -36,12 +36,13 @@ from ..io.dataset import resize_square
 from ..networks.sampling import map_latents
 from ..io.images import list_images, read_image
 from ..io.masks import border_matte, mask_beside
-from ..io.dataset_writer import DatasetWriter
+from ..io.dataset_writer import DatasetWriter, check_dataset_output
 from .fk_filters import FACE_CHECKS, FACE_REASONS, MASK_REASONS, FaceDetector, FKFilters, available_detector, \
     mask_reasons, mask_stats, mirror_similarity
 
 FORMAT = "psohead-fk-enhance/1"
 REPORT = "fk_report.json"
+FK_VERB = "fk-enhance"  # the marker of an FK-Enhance dataset folder
 D_GROUP = 4  # candidates scored together by D (its minibatch-std group in training)
 REASONS = MASK_REASONS + FACE_REASONS + ("d_score",)
 
@@ -333,7 +334,7 @@ def build_fk_enhance(network, out, cfg: FKEnhanceConfig | None = None, discrimin
 
     cfg = cfg or FKEnhanceConfig()
     cfg.validate()
-    out = Path(out)
+    out = check_dataset_output(out, FK_VERB)
     real_files = real_back_files(cfg.real_backs) if cfg.real_backs is not None else []
     dev = resolve_device(device)
     G, D, source = _networks(network, discriminator, dev)
@@ -344,7 +345,7 @@ def build_fk_enhance(network, out, cfg: FKEnhanceConfig | None = None, discrimin
                 "yaw_jitter_deg": cfg.yaw_jitter_deg, "pitch_jitter_deg": cfg.pitch_jitter_deg, "batch": cfg.batch,
                 "face_detector": None if detector is None else detector.name, "mirror_test": with_mirror}
     work = out.with_name(f".{out.name}.fk-work")
-    with DatasetWriter(out) as writer:  # refuses a non-empty out before any rendering
+    with DatasetWriter(out, verb=FK_VERB) as writer:
         _open_cache(work, {"format": FORMAT, **settings})
         records = _render_all(G, D, cfg, work, dev, detector, with_mirror, progress)
         real_records, real_pixels = import_real_backs(real_files, res, cfg, detector, progress) if real_files else ([], {})

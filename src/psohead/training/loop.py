@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .. import camera
-from ..atomic import write_image
+from ..atomic import check_output_dir, check_writable, claim_dir, write_image, write_json
 from ..errors import InputError
 from ..networks.config import DiscriminatorConfig, GeneratorConfig
 from ..nn import filtered_resize
@@ -31,7 +31,7 @@ from ..io.dataset import HeadDataset
 from .sampler import InfiniteSampler
 from .losses import PanoHeadLoss
 from .options import RUN_CONTROL, TrainOptions
-from .snapshot import LATEST, capture_rng, load_snapshot, remove_stale_temps, restore_rng, save_snapshot
+from .snapshot import LATEST, capture_rng, find_latest, load_snapshot, remove_stale_temps, restore_rng, save_snapshot
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,23 +165,37 @@ def _lazy_adam(params, lr: float, betas, eps: float, interval: int) -> torch.opt
 def train(opts: TrainOptions, G_cfg: GeneratorConfig | None = None, D_cfg: DiscriminatorConfig | None = None,
           resume: str | None = None, init: dict | None = None,
           extra_data: HeadDataset | None = None, extra_ratio: float = 0.0,
-          resume_overrides: dict | None = None) -> dict:
+          resume_overrides: dict | None = None, verb: str = "train", run_files: dict | None = None) -> dict:
     """Train (or continue) a run; returns a summary dict. See the module docstring.
 
     ``resume`` continues a snapshot (configs and options come from it, run-control options from
     ``opts``); ``resume_overrides`` changes saved options on purpose (e.g. a larger batch on a
     bigger machine), which gives up the exact replay of an uninterrupted run. ``init`` = {"G": state dict, "D": state dict or None, "G_ema": ...} starts from
     given weights (fine-tuning). ``extra_data`` is mixed into the real batches with probability ``extra_ratio``.
+    ``verb`` names the command whose run folder ``opts.out`` is (its marker); ``run_files``
+    ({name: JSON value}) are written into it with config.json, once the data and networks are ready.
     """
     info = ddp.init_distributed(opts.device)
     try:
-        return _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info, resume_overrides or {})
+        return _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info, resume_overrides or {},
+                      verb, run_files or {})
     finally:
         ddp.shutdown(info)
 
 
+def check_run_folder(out: Path, verb: str, resume) -> None:
+    """Before any work: a new run needs a new, empty or own folder that holds no run yet; a resumed
+    one writes into a folder with its snapshots (or a new one)."""
+    if find_latest(out) is None:
+        check_output_dir(out, verb, what="run folder")
+    elif resume is None:
+        raise InputError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+    else:
+        check_writable(out, "run folder")
+
+
 def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.DistInfo,
-           resume_overrides: dict) -> dict:
+           resume_overrides: dict, verb: str, run_files: dict) -> dict:
     device = info.device
     snap = None
     if resume:
@@ -196,6 +210,7 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
     if not opts.out:
         raise InputError("train: --out is required")
     out = Path(opts.out)
+    check_run_folder(out, verb, resume)  # every rank: an error on rank 0 alone would leave the others waiting
     _set_speed_flags(device, opts.tf32)
 
     # Data
@@ -258,10 +273,12 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
 
     log_path = out / "log.jsonl"
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        claim_dir(out, verb)
         remove_stale_temps(out)  # left by a run killed while writing a snapshot or grid
-        (out / "config.json").write_text(json.dumps(
-            {"G_config": G_cfg.to_dict(), "D_config": D_cfg.to_dict(), "options": opts.to_dict()}, indent=1))
+        write_json(out / "config.json", {"G_config": G_cfg.to_dict(), "D_config": D_cfg.to_dict(),
+                                         "options": opts.to_dict()})
+        for name, value in run_files.items():
+            write_json(out / name, value)
     target_nimg = int(opts.kimg * 1000)
     start_nimg = progress.cur_nimg
     run_limit = target_nimg if opts.kimg_per_run is None else min(target_nimg, start_nimg + int(opts.kimg_per_run * 1000))
