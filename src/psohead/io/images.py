@@ -54,8 +54,8 @@ def _open(source, what: str, max_pixels: int) -> Image.Image:
                 return ImageOps.exif_transpose(im)
     except Image.DecompressionBombError:
         raise InputError(f"{what}: image is too large to decode safely (a decompression bomb?)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{what}: not a readable image ({type(err).__name__})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise InputError(f"{what}: not a readable image (corrupt, or not JPEG, PNG, WebP, BMP or TIFF)") from None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
