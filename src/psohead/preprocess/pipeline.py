@@ -89,7 +89,7 @@ def _align_face(rgb: np.ndarray, face: Face, size: int, with_mask: bool, skip_sm
     pose = estimate_pose(lm_canvas, calib)
     yaw, pitch, roll = euler_3ddfa(pose.rotation)
     img = Image.fromarray(canvas)
-    mask = person_matte(canvas) if with_mask else None
+    mask = person_matte(canvas, lm_canvas) if with_mask else None
     if size != CANVAS:
         img = img.resize((size, size), Image.LANCZOS)
         mask = mask.resize((size, size), Image.LANCZOS) if mask is not None else None
