@@ -273,3 +273,26 @@ def test_subject_mask_iou_against_official_seg(samples, name):
     ours = np.asarray(align(data[name][0]).mask) >= 128
     truth = np.asarray(Image.open(root / "seg" / name.replace(".jpg", ".png")).convert("L")) >= 128
     assert (ours & truth).sum() / (ours | truth).sum() > 0.95
+
+
+@pytest.mark.parametrize("name", ["000134.jpg", "000157.jpg", "man.jpg"])
+def test_pose_of_mirrored_rotated_rescaled_copies(samples, name):
+    """A mirrored photo gives the mirrored camera (yaw -> -yaw within 1 deg), and every copy stays
+    within 3 deg of the official yaw (mirrored label for mirrored copies). In-plane rotation and
+    scale leave the 3DDFA yaw and pitch of the label unchanged: the crop undoes them."""
+    from psohead.preprocess.pose import euler_3ddfa
+
+    data, _ = samples
+    crop, truth = data[name]
+    yaw = euler_3ddfa(rotation_from_label(truth))[0]
+    mirrored = np.ascontiguousarray(crop[:, ::-1])
+    cases = {"plain": (crop, yaw), "mirrored": (mirrored, -yaw),
+             "moved": (embed(crop, 0.8, 12.0, (40, -20)), yaw),
+             "mirrored moved": (embed(mirrored, 0.8, -12.0, (-40, -20)), -yaw),
+             "mirrored rescaled": (embed(mirrored, 1.3, 5.0, (30, 25)), -yaw)}
+    est = {}
+    for case, (img, want) in cases.items():
+        est[case] = align(img, with_mask=False).yaw
+        assert abs(est[case] - want) < 3.0, (case, est[case], want)
+    assert abs(est["plain"] + est["mirrored"]) < 1.0
+    assert abs(est["moved"] + est["mirrored moved"]) < 1.0
