@@ -20,6 +20,8 @@ CM = 0.0205  # world units per face-mesh centimetre
 FACE_ORIGIN = (0.0, -0.005, 0.115)
 CRANIUM_CENTER = (0.0, 0.075, -0.025)
 OFF = 10.0  # distance added to a switched-off part
+EAR_RY, EAR_RZ = 0.031, 0.021  # ear half-length and half-width (head-local units) at ``ear`` = 1
+EAR_CENTER = (0.005, -0.03)  # ear centre height and front-back position (head-local)
 
 
 class PointParams:
@@ -78,8 +80,8 @@ def per_head(col) -> dict[str, torch.Tensor]:
         "nose1": col("nose") - 1, "lips_w": 0.3 * col("lips_full"), "brow_w": 0.25 * col("brow_ridge"),
         "cheek_w": 0.35 * col("cheek"), "i_rx": 1 / rx, "i_ry": 1 / ry, "i_rz": 1 / rz,
         "i_jaw_x": 1 / (0.118 * col("jaw_w")), "i_jaw_y": 1 / (0.095 * col("chin")),
-        "ear_x": rx + 0.004, "i_ear_y": 1 / (0.031 * ear), "i_ear_z": 1 / (0.021 * ear),
-        "i_concha_y": 1 / (0.7 * 0.031 * ear), "i_concha_z": 1 / (0.7 * 0.021 * ear),
+        "ear_x": rx + 0.004, "i_ear_y": 1 / (EAR_RY * ear), "i_ear_z": 1 / (EAR_RZ * ear),
+        "i_concha_y": 1 / (0.7 * EAR_RY * ear), "i_concha_z": 1 / (0.7 * EAR_RZ * ear),
         "eye_r": eye_r, "eye_z": float(g.eye_left[2]) - 0.3 - eye_r,
         "collar_r": col("neck_r") + 0.012, "hairline_y": 0.035 + col("hairline"),
         "i_cu_x": 1 / (rx + vol), "i_cu_y": 1 / (ry + vol), "i_cu_z": 1 / (rz + vol),
@@ -141,7 +143,7 @@ def _evaluate(x, y, z, c: PointParams, full: bool):
     tex = sample_face(qx, qy) if full else sample_face(qx, qy, SDF_CHANNELS)
     upper = smin(cran, _face_cm(qx, qy, qz, c, tex).mul_(c["cm"]), 0.02)
     skin = smin(upper, ellipsoid(x, y + 0.085, z, c["i_jaw_x"], c["i_jaw_y"], 1 / 0.13), 0.03)
-    ex, ey, ez = x.abs().sub_(c["ear_x"]), y - 0.005, z + 0.03
+    ex, ey, ez = x.abs().sub_(c["ear_x"]), y - EAR_CENTER[0], z - EAR_CENTER[1]
     concha = ellipsoid(ex - 0.012, ey, ez - 0.002, 1 / (0.7 * 0.011), c["i_concha_y"], c["i_concha_z"])
     ear = torch.maximum(ellipsoid(ex, ey, ez, 1 / 0.011, c["i_ear_y"], c["i_ear_z"]), concha.neg_())
     skin = smin(skin, ear, 0.006)
@@ -255,3 +257,20 @@ def _eye_colour(qx, qy, qz, c: PointParams, like):
 
 BOUND_CENTER = (0.0, -0.15, -0.02)
 BOUND_RADIUS = 0.62
+
+
+def face_landmarks(record: dict) -> torch.Tensor:
+    """The 68 face landmarks (dlib numbering) of one head, world units [68, 3]: the pose template's
+    points (on the canonical face mesh) taken through the inverse of :func:`face_local` (chin
+    stretch, jaw warp, face scale) and the head's scale and offset. Ground truth for landmark-based
+    measurements such as :func:`psohead.metrics.geometry.head_proportions`."""
+    from ..preprocess.pose import template
+
+    q = torch.as_tensor(template(68), dtype=torch.float64)
+    chin, jaw_w, s = record["chin"], record["jaw_w"], record["scale"]
+    qy = torch.where(q[:, 1] < -4.0, (q[:, 1] + 4.0) * chin - 4.0, q[:, 1])  # undo the chin stretch
+    below = (-qy / 9.0).clamp(0, 1)
+    qx = q[:, 0] * (1 + below * (jaw_w - 1))  # undo the jaw warp
+    local = torch.stack([qx * CM * record["face_sx"], qy * CM * record["face_sy"] + FACE_ORIGIN[1],
+                         q[:, 2] * CM * record["face_sz"] + FACE_ORIGIN[2]], -1)
+    return local * s + torch.tensor(HEAD_OFFSET, dtype=torch.float64)
