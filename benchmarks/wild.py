@@ -10,8 +10,10 @@ samples in ``../shared/data/panohead_samples/img`` (CC BY-NC-SA, read in place, 
 or the files given with ``--photos``. Per photo and averaged:
 
 * front fidelity: PSNR and SSIM of the render at the input camera against the crop, inside the mask;
-* identity: cosine of dlib face descriptors, input crop vs front render, and front render vs the
-  renders at yaw +-30 and +-60 degrees (None where dlib finds no face);
+* identity: cosine and Euclidean distance of dlib face descriptors (distance < 0.6: the same
+  person by dlib's rule; unrelated faces still reach a cosine of ~0.85), input crop vs front
+  render, and front render vs the renders at yaw +-30 and +-60 degrees (None where dlib finds no
+  face);
 * geometry of the mesh (marching cubes of the tuned density): cranial breadth/length ratio of the
   widest slab above the brows (real adult heads: 0.75-0.85), left-right mirror chamfer distance
   in % of the cranial breadth, head breadth over the biocular width and head length over the face
@@ -139,9 +141,13 @@ def measure(rec, name: str, tools: dict, args) -> tuple[dict, list[np.ndarray]]:
 
     ident = tools["identity"]
     big = lambda a: _resized(a, ID_SIZE)  # noqa: E731
-    row["id_input_front"] = ident.similarity(big(np.asarray(rec.crop)), big(front_u8))
-    for y in SIDE_YAWS:
-        row[f"id_front_{y:+d}"] = ident.similarity(big(front_u8), big(view_u8[y]))
+    d_front = ident.descriptor(big(front_u8))
+    for key, other in [("input_front", big(np.asarray(rec.crop)))] + [(f"front_{y:+d}", big(view_u8[y]))
+                                                                      for y in SIDE_YAWS]:
+        d = ident.descriptor(other)
+        both = d is not None and d_front is not None
+        row[f"id_{key}"] = float(d @ d_front / (np.linalg.norm(d) * np.linalg.norm(d_front))) if both else None
+        row[f"id_dist_{key}"] = float(np.linalg.norm(d - d_front)) if both else None
 
     back_faces = detect_faces(big(view_u8[180]))
     row["faces_on_back"] = len(back_faces)
@@ -181,8 +187,9 @@ def measure(rec, name: str, tools: dict, args) -> tuple[dict, list[np.ndarray]]:
 
 
 COLUMNS = (("psnr_front", "PSNR front dB", "{:.2f}"), ("ssim_front", "SSIM front", "{:.3f}"),
-           ("id_input_front", "ID in↔front", "{:.3f}"), ("id_front_30", "ID front↔±30°", "{:.3f}"),
-           ("id_front_60", "ID front↔±60°", "{:.3f}"), ("cranial_ratio", "cranial ratio", "{:.3f}"),
+           ("id_input_front", "ID cos in↔front", "{:.3f}"), ("id_dist_input_front", "ID dist in↔front", "{:.3f}"),
+           ("id_front_30", "ID cos front↔±30°", "{:.3f}"), ("id_front_60", "ID cos front↔±60°", "{:.3f}"),
+           ("side_faces", "side views with a face (of 4)", "{:d}"), ("cranial_ratio", "cranial ratio", "{:.3f}"),
            ("breadth_per_biocular", "breadth / ex-ex", "{:.2f}"), ("length_per_face_height", "length / n-gn", "{:.2f}"),
            ("mirror_chamfer_pct", "mirror chamfer % breadth", "{:.2f}"), ("faces_on_back", "faces on back", "{:d}"),
            ("d_z_90", "D z 90°", "{:+.2f}"), ("d_z_180", "D z 180°", "{:+.2f}"),
@@ -190,7 +197,7 @@ COLUMNS = (("psnr_front", "PSNR front dB", "{:.2f}"), ("ssim_front", "SSIM front
 
 
 def _pair_mean(row: dict, y: int):
-    vals = [row.get(f"id_front_{s:+d}") for s in (y, -y)]
+    vals = [row.get(f"id_front_{s:+d}") for s in (y, -y)]  # cosine of both sides, where dlib found both
     vals = [v for v in vals if v is not None]
     return float(np.mean(vals)) if vals else None
 
@@ -200,6 +207,7 @@ def summary(rows: list[dict]) -> tuple[list[dict], dict]:
     for r in rows:
         t = {k: r.get(k) for k, _, _ in COLUMNS}
         t["id_front_30"], t["id_front_60"] = _pair_mean(r, 30), _pair_mean(r, 60)
+        t["side_faces"] = sum(r.get(f"id_front_{y:+d}") is not None for y in SIDE_YAWS)
         t["back_leakage"] = 100 * r["back_leakage"]
         t["photo"] = r["photo"]
         table.append(t)
