@@ -83,9 +83,10 @@ def sample_head(seed: int) -> dict:
     style = STYLES[rng.choice(len(STYLES), p=STYLE_WEIGHTS)]
     female_ish = style in ("bob", "long", "bun", "ponytail") and u() < 0.8
     sex = "female" if female_ish else "male"
+    # face_sy: the canonical mesh's face height (nasion-menton) is 12.7 cm; adults' are ~12.2 (men), ~11.3 (women)
     p = {
         "scale": u(0.94, 1.05), "cran_ry": u(0.19, 0.21),
-        "face_sx": u(0.9, 1.08), "face_sy": u(0.93, 1.07), "face_sz": u(0.85, 1.15), "nose": u(0.6, 1.7),
+        "face_sx": u(0.9, 1.08), "face_sy": u(0.89, 1.03) - 0.05 * female_ish, "face_sz": u(0.85, 1.15), "nose": u(0.6, 1.7),
         "lips_full": u(0.0, 1.0) + 0.3 * female_ish, "jaw_w": u(0.85, 1.12) - 0.06 * female_ish, "chin": u(0.85, 1.15),
         "ear": _normal(rng, EAR_LENGTH_CM[sex]) / (2 * EAR_RY / CM_WORLD),
         "neck_r": _normal(rng, NECK_BREADTH_CM[sex]) * CM_WORLD / 2, "brow_ridge": u(0.0, 1.0), "cheek": u(0, 1),
