@@ -175,6 +175,10 @@ def measure(rec, name: str, tools: dict, args) -> tuple[dict, list[np.ndarray]]:
                    length_per_face_height=prop.length_per_face_height)
         import trimesh
 
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            mesh.export(str(args.keep / f"{Path(name).stem}.ply"))
+            np.save(args.keep / f"{Path(name).stem}_landmarks.npy", lm3d)
         pts = np.asarray(trimesh.sample.sample_surface(mesh, 100_000, seed=0)[0])
         head = pts[pts[:, 1] > lm3d[MENTON_68, 1]]  # above the chin: the torso's own turn is not asymmetry
         row["mirror_chamfer_pct"] = 100 * mirror_chamfer(head) / prop.cranium.breadth
@@ -263,6 +267,8 @@ def main(argv=None) -> None:
     ap.add_argument("--mesh-res", type=int, default=192, help="density grid side for the mesh metrics")
     ap.add_argument("--name", default="wild", help="results file stem in benchmarks/results/")
     ap.add_argument("--sheet", type=Path, default=ROOT / "docs" / "wild_contact_sheet.png")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="also write each photo's mesh (PLY) and lifted landmarks here, to look at")
     args = ap.parse_args(argv)
     photos = args.photos or [p for p in DEFAULT_PHOTOS if p.is_file()]
     missing = [str(p) for p in (args.photos or DEFAULT_PHOTOS) if not p.is_file()]
