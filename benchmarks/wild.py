@@ -54,7 +54,9 @@ from psohead.inversion.reconstruct import reconstruct
 from psohead.metrics.geometry import MENTON_68, head_proportions, mirror_chamfer
 from psohead.metrics.identity import IdentityModel
 from psohead.metrics.image import colour_leakage, psnr, ssim
+from psohead.errors import InputError
 from psohead.preprocess.landmarks import detect_faces
+from psohead.preprocess.mask import person_matte
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -127,11 +129,20 @@ def discriminator_reference(network, device, yaws=(90, 180), n: int = D_SAMPLES)
     return D, ref
 
 
+def subject_mask(rec) -> Image.Image:
+    """The reconstruction's mask, or for an aligned crop given without one, the subject's matte."""
+    if rec.mask is not None:
+        return rec.mask
+    rgb = np.asarray(rec.crop.convert("RGB"))
+    faces = detect_faces(rgb)
+    return person_matte(rgb, faces[0].landmarks if faces else None)
+
+
 def measure(rec, name: str, tools: dict, args) -> tuple[dict, list[np.ndarray]]:
     G, ws = rec.G, rec.ws
     res = int(G.img_resolution)
     crop = _resized(rec.crop, res)
-    mask = _resized(rec.mask, res) if rec.mask is not None else np.full((res, res), 255, np.uint8)
+    mask = _resized(subject_mask(rec), res)
     yaws = {y: yaw_labels([math.radians(y)], delta=rec.delta) for y in (*SIDE_YAWS, 90, 180)}
     front = _render(G, ws, rec.render_label)
     views = {y: _render(G, ws, lab) for y, lab in yaws.items()}
@@ -162,7 +173,10 @@ def measure(rec, name: str, tools: dict, args) -> tuple[dict, list[np.ndarray]]:
                 row[f"d_z_{y}"] = (float(tools["D"](out, yaws[y].to(ws.device))) - mean) / max(std, 1e-6)
 
     back_mask = F.interpolate(views[180]["image_mask"], size=(res, res), mode="bilinear", align_corners=False)
-    row["back_leakage"] = colour_leakage(view_u8[180], back_mask[0, 0].numpy(), crop, mask)
+    try:
+        row["back_leakage"] = colour_leakage(view_u8[180], back_mask[0, 0].numpy(), crop, mask)
+    except InputError:  # no background in the crop (or no head on the back): nothing to leak
+        row["back_leakage"] = None
 
     mesh = extract_mesh(G, ws, resolution=args.mesh_res, colors=False, progress=False)
     faces = detect_faces(np.asarray(rec.crop))
@@ -212,7 +226,7 @@ def summary(rows: list[dict]) -> tuple[list[dict], dict]:
         t = {k: r.get(k) for k, _, _ in COLUMNS}
         t["id_front_30"], t["id_front_60"] = _pair_mean(r, 30), _pair_mean(r, 60)
         t["side_faces"] = sum(r.get(f"id_front_{y:+d}") is not None for y in SIDE_YAWS)
-        t["back_leakage"] = 100 * r["back_leakage"]
+        t["back_leakage"] = None if r["back_leakage"] is None else 100 * r["back_leakage"]
         t["photo"] = r["photo"]
         table.append(t)
     mean = {}
