@@ -35,7 +35,7 @@ def _writable_dir(path: Path) -> None:
 def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with_mask: bool = True,
                skip_small: bool = False, progress: bool = True) -> dict:
     """Align every input; returns {"written": [...], "failed": {input: reason}, "warnings": [...]}."""
-    check_installed(with_mask)
+    check_installed()
     outdir = Path(outdir)
     paths = list_images(inputs)
     if not paths:
