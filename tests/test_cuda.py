@@ -121,13 +121,14 @@ def test_reconstructor_serves_photos_on_the_gpu_without_changing_its_network():
     from inversion_tiny import rendered_target, tiny_generator
     from psohead.inversion.pipeline import Reconstructor
 
-    G = tiny_generator().cuda()
+    G = tiny_generator()
+    photos = [rendered_target(G, seed=s)[:2] for s in (1, 2)]
+    G = G.cuda()
     before = {k: v.clone() for k, v in G.state_dict().items()}
     kwargs = dict(G.rendering_kwargs)
     R = Reconstructor(G, device="cuda", preset="fast", stage1_steps=2, stage2_steps=2, stage1_w_avg_samples=200)
     assert R.G is G
-    recs = [R(rendered_target(G, seed=s)[0], label=rendered_target(G, seed=s)[1][0], back="none", progress=False)
-            for s in (1, 2)]
+    recs = [R(image, label=label[0], back="prior", progress=False) for image, label in photos]
     assert G.rendering_kwargs == kwargs and all(torch.equal(before[k], v) for k, v in G.state_dict().items())
     assert all(r.G.rendering_kwargs["ray_start"] == 2.35 for r in recs)
     assert not torch.equal(recs[0].ws, recs[1].ws)

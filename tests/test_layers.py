@@ -15,7 +15,8 @@ LAYERS = [
     {"api"},
     {"preprocess", "export", "metrics", "synth"},
     {"inversion", "training"},
-    {"app", "cli"},
+    {"app"},
+    {"cli"},
 ]
 TOP = {"__init__", "__main__"}  # the package's entry points may use anything
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -176,7 +176,7 @@ def _has_face_packages() -> bool:
     try:
         from psohead.preprocess.native import check_installed
 
-        check_installed(True)
+        check_installed()
         return True
     except Exception:  # noqa: BLE001 - any missing face package
         return False

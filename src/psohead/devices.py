@@ -21,8 +21,8 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int |
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device {str(device)!r} requested but CUDA is not available")
-        if dev.index is None and local_rank is not None:
-            dev = torch.device("cuda", local_rank)
+        if dev.index is None:  # one name for one GPU: "cuda" is the current device
+            dev = torch.device("cuda", torch.cuda.current_device() if local_rank is None else local_rank)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return dev

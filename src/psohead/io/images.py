@@ -52,10 +52,11 @@ def _open(source, what: str, max_pixels: int) -> Image.Image:
                 _check_size(*im.size, max_pixels, what)
                 im.load()
                 return ImageOps.exif_transpose(im)
-    except Image.DecompressionBombError:
-        raise InputError(f"{what}: image is too large to decode safely (a decompression bomb?)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{what}: not a readable image ({type(err).__name__})") from None
+    except Image.DecompressionBombError:  # PIL's own ceiling, far above ours: the header alone says so
+        raise InputError(f"{what}: image declares far more pixels than the limit of {max_pixels / 1e6:g} MP: "
+                         "downscale it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise InputError(f"{what}: not a readable image (corrupt, or not JPEG, PNG, WebP, BMP or TIFF)") from None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -27,7 +27,7 @@ def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with
                skip_small: bool = False, progress: bool = True, overwrite: bool = False) -> dict:
     """Align every input; returns {"written": [...], "failed": {input: reason}, "warnings": [...]}.
     ``outdir`` must be new, empty or an earlier crop folder unless ``overwrite`` (other files kept)."""
-    check_installed(with_mask)
+    check_installed()
     outdir = Path(outdir)
     paths = list_images(inputs)
     if not paths:

@@ -181,3 +181,53 @@ def detect_upright(rgb: np.ndarray) -> tuple[int, np.ndarray, list[Face]]:
         if faces:
             return k, img, faces
     return 0, rgb, []
+
+
+@functools.lru_cache(maxsize=1)
+def _face_mesh():
+    face_mesh = require("mediapipe.python.solutions.face_mesh")
+    # several faces, so the one that matches dlib's can be picked when someone stands beside
+    with quiet_native_logs():
+        return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4, min_detection_confidence=0.5)
+
+
+@functools.lru_cache(maxsize=1)
+def mesh_mirror() -> np.ndarray:
+    """Index of each canonical face-mesh vertex's mirror partner (the mesh is exactly symmetric)."""
+    from importlib import resources
+
+    with resources.files("psohead").joinpath("assets", "face_mesh_canonical.npz").open("rb") as f:
+        v = np.load(f)["vertices"].astype(np.float64)
+    mirrored = v * np.array([-1.0, 1.0, 1.0])
+    return np.array([int(np.argmin(((v - m) ** 2).sum(1))) for m in mirrored])
+
+
+MESH_POINTS = 468
+
+
+def _mesh_near(rgb: np.ndarray, near: np.ndarray) -> np.ndarray | None:
+    h, w = rgb.shape[:2]
+    mesh = _face_mesh()
+    with quiet_native_logs():
+        found = mesh.process(np.ascontiguousarray(rgb)).multi_face_landmarks or []
+    faces = [np.array([[p.x * w, p.y * h] for p in f.landmark[:MESH_POINTS]]) for f in found]
+    if not faces:
+        return None
+    centre, size = near.mean(0), np.ptp(near, 0).max()
+    best = min(faces, key=lambda f: np.linalg.norm(f.mean(0) - centre))
+    return best if np.linalg.norm(best.mean(0) - centre) < 0.25 * size else None
+
+
+def face_mesh_points(rgb: np.ndarray, near: np.ndarray) -> np.ndarray | None:
+    """MediaPipe's 468 face-mesh points [468,2] (pixel-edge coordinates) of the face whose centre is
+    that of ``near`` (the 68 dlib points), averaged with the prediction on the mirror image; None
+    when the mesh model finds no such face (e.g. a strong profile) on either image."""
+    w = rgb.shape[1]
+    pts = _mesh_near(rgb, near)
+    flipped = near.copy()
+    flipped[:, 0] = w - 1 - flipped[:, 0]
+    mirrored = _mesh_near(np.ascontiguousarray(rgb[:, ::-1]), flipped)
+    if pts is None or mirrored is None:
+        return None
+    mirrored[:, 0] = w - mirrored[:, 0]
+    return 0.5 * (pts + mirrored[mesh_mirror()])

@@ -41,9 +41,10 @@ def require(module: str, load: bool = True):
                                 f"{INSTALL_HINT.get(top, 'pip install ' + top)}") from None
 
 
-def check_installed(with_mask: bool = True) -> None:
-    """Fail before any work when a package face preprocessing needs is missing."""
-    for module in ("cv2", "dlib", "face_recognition_models") + (("mediapipe",) if with_mask else ()):
+def check_installed() -> None:
+    """Fail before any work when a package face preprocessing needs is missing (MediaPipe gives
+    the face mesh the pose is fitted to, and the masks)."""
+    for module in ("cv2", "dlib", "face_recognition_models", "mediapipe"):
         require(module, load=False)
 
 
