@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.facemesh import MESH_POINTS, MIRROR_68, mesh_mirror
 from .native import quiet_native_logs, require
 
 DETECT_MAX_SIDE = 1024
@@ -109,8 +110,6 @@ def face_boxes(rgb: np.ndarray, detector: str = "dlib") -> list[tuple[tuple[floa
 
 
 # index of each point's mirror partner in the 68-point scheme (jaw, brows, nose, eyes, mouth)
-MIRROR_68 = np.r_[16:-1:-1, 26:21:-1, 21:16:-1, 27:31, 35:30:-1, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
-                  54:47:-1, 59:54:-1, 64:59:-1, 67:64:-1]
 
 
 def predict_landmarks(rgb: np.ndarray, box, symmetric: bool = False) -> np.ndarray:
@@ -191,18 +190,8 @@ def _face_mesh():
         return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4, min_detection_confidence=0.5)
 
 
-@functools.lru_cache(maxsize=1)
-def mesh_mirror() -> np.ndarray:
-    """Index of each canonical face-mesh vertex's mirror partner (the mesh is exactly symmetric)."""
-    from importlib import resources
-
-    with resources.files("psohead").joinpath("assets", "face_mesh_canonical.npz").open("rb") as f:
-        v = np.load(f)["vertices"].astype(np.float64)
-    mirrored = v * np.array([-1.0, 1.0, 1.0])
-    return np.array([int(np.argmin(((v - m) ** 2).sum(1))) for m in mirrored])
 
 
-MESH_POINTS = 468
 
 
 def _mesh_near(rgb: np.ndarray, near: np.ndarray) -> np.ndarray | None:

@@ -21,14 +21,13 @@ import functools
 import json
 import math
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 import torch
 
 from .. import camera
 from .crop import CANVAS
-from .landmarks import MESH_POINTS, MIRROR_68, mesh_mirror
+from ..io.facemesh import MESH_POINTS, MIRROR_68, asset, mesh_mirror, template
 
 # Every point is fitted: without dlib's jaw, pitch leans on the mouth, whose template match breaks
 # with smiles (astronaut: 26 deg pitch on 17-67, 2 deg on 0-67; benchmarks/results/preprocess.md).
@@ -55,38 +54,6 @@ class Pose:
     reproj_px: float  # RMS reprojection error of the fitted landmarks
 
 
-def _asset(name: str):
-    return resources.files("psohead").joinpath("assets", name)
-
-
-MIRROR_X = np.diag([-1.0, 1.0, 1.0])
-
-
-@functools.lru_cache(maxsize=1)
-def mesh_vertices() -> np.ndarray:
-    """[468,3] float64 canonical face-mesh vertices (cm)."""
-    with _asset("face_mesh_canonical.npz").open("rb") as f:
-        return np.load(f)["vertices"].astype(np.float64)
-
-
-@functools.lru_cache(maxsize=2)
-def template(points: int = 68) -> np.ndarray:
-    """[points,3] float64 template (cm) of the 68 dlib or the 468 mesh points; mirror-symmetric.
-
-    The mesh is symmetric but dlib's voted vertex map is not (jaw points 2 and 14 sit 4 cm apart
-    after mirroring, the inner brows 0.9 cm), which made PnP see a yaw in a frontal face: each dlib
-    point is averaged with its mirrored partner."""
-    verts = mesh_vertices()
-    if points == MESH_POINTS:
-        return verts
-    if points != 68:
-        raise ValueError(f"no pose template for {points} points")
-    with _asset("dlib68_facemesh_index.npy").open("rb") as f:
-        index = np.load(f)
-    pts = verts[index]
-    return 0.5 * (pts + pts[MIRROR_68] @ MIRROR_X)
-
-
 def mirror_landmarks(lm_canvas: np.ndarray) -> np.ndarray:
     """The canvas points of the horizontally mirrored canvas, relabelled so each keeps its meaning
     (dlib numbers its points by image side; mesh points by vertex). dlib gives pixel centres, the
@@ -98,10 +65,11 @@ def mirror_landmarks(lm_canvas: np.ndarray) -> np.ndarray:
     return np.c_[CANVAS - 1 - out[:, 0], out[:, 1]]
 
 
+
 @functools.lru_cache(maxsize=1)
 def default_calibration() -> dict[int, Calibration]:
     """{point count: Calibration} from assets/pose_calibration.json."""
-    data = json.loads(_asset("pose_calibration.json").read_text())
+    data = json.loads(asset("pose_calibration.json").read_text())
     return {int(d["points"]): Calibration(np.array(d["rotation_offset"]), np.array(d["anchor"]),
                                           float(d["cm_per_unit"]), int(d["points"])) for d in data.values()}
 

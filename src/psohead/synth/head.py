@@ -276,7 +276,7 @@ def face_landmarks(record: dict) -> torch.Tensor:
     points (on the canonical face mesh) taken through the inverse of :func:`face_local` (chin
     stretch, jaw warp, face scale) and the head's scale and offset. Ground truth for landmark-based
     measurements such as :func:`psohead.metrics.geometry.head_proportions`."""
-    from ..preprocess.pose import template
+    from ..io.facemesh import template
 
     q = torch.as_tensor(template(68), dtype=torch.float64)
     chin, jaw_w, s = record["chin"], record["jaw_w"], record["scale"]
