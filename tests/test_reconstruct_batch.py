@@ -149,3 +149,31 @@ def test_killed_run_resumes(photos, tmp_path):
     assert {n for n, p in res.photos.items() if p["status"] == "done"} == set(NAMES) - first
     assert _done_counts(out) == {n: 1 for n in NAMES}  # every photo completed exactly once overall
     assert not list(out.glob(".*.partial-*"))  # killed half-written outputs were cleared
+
+
+def test_worker_warnings_print_as_one_line_where_the_batch_runs(photos, tmp_path, capfd):
+    """A worker process printed its warnings in Python's form, with a source line, over the
+    progress bar; they now come from the coordinator as one ``warning:`` line each (here: the
+    network file carries a config key this version does not know)."""
+    from psohead.api import read_checkpoint
+    from psohead.checkpoint.safetensors_io import write_network
+    from psohead.cli import main
+
+    folder, net = photos
+    tiny = read_checkpoint(net)
+    odd = write_network(tmp_path / "odd.safetensors", tiny.kind, tiny.class_name,
+                        {**tiny.config, "future_option": 1}, tiny.state_dict)
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.png").write_bytes((folder / "a.png").read_bytes())
+    labels = json.loads((folder / "dataset.json").read_text())["labels"][:1]
+    (one / "dataset.json").write_text(json.dumps({"labels": labels}))
+    out = tmp_path / "out"
+    assert main(["reconstruct-batch", str(one), "--out", str(out), "--devices", "cpu", "--network", str(odd),
+                 "--stage1-steps", "1", "--stage2-steps", "1", "--set", "outputs.video_frames=2",
+                 "--set", "outputs.mesh_resolution=16", "--set", "stage1.w_avg_samples=200", "--back", "none",
+                 "--quiet"]) == 0
+    err = capfd.readouterr().err.splitlines()
+    assert err and all(line.startswith("warning: ") for line in err), err
+    assert any("ignoring unknown config keys ['future_option']" in line for line in err)
+    assert json.loads((out / SUMMARY_NAME).read_text())["photos"]["a"]["status"] == "done"

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import check_output_dir, claim_dir, remove_stale_partials
-from ..errors import InputError
+from ..errors import InputError, PsoheadError
 from ..io.images import IMAGE_SUFFIXES, list_images
 
 BATCH_VERB = "reconstruct-batch"  # the marker of OUT (each OUT/<stem> is a "reconstruct" folder)
@@ -42,8 +42,13 @@ SUMMARY_NAME = "batch_summary.json"
 LOG_NAME = "batch.jsonl"
 CLAIMS_DIR = ".claims"
 PIPELINE_OPTIONS = ("perceptual", "vgg16", "lpips_linear", "fk_bank")  # what the Reconstructor loads once
-PER_PHOTO_OPTIONS = ("label", "mask", "extra_views")
-WORKER_EXIT_S = 60  # a worker with no photo left returns at once; this only bounds a hung exit  # they describe one photo: a batch cannot share them
+PER_PHOTO_OPTIONS = ("label", "mask", "extra_views")  # they describe one photo: a batch cannot share them
+WORKER_EXIT_S = 60  # a worker with no photo left returns at once; this only bounds a hung exit
+
+
+class BatchWarning(UserWarning):
+    """A warning of a worker process (about one photo, or the network it loaded), told again by
+    the coordinator so that it prints where the batch was started."""
 
 
 @dataclass(frozen=True)
@@ -206,25 +211,32 @@ def _worker(index: int, device: str, jobs: list[BatchJob], out: Path, options: d
             shutil.rmtree(stale, ignore_errors=True)
         _log(out, {"event": "start", "photo": job.name, **me})
         start = time.perf_counter()
-        try:
-            if pipeline is None:
-                pipeline = Reconstructor(device=device, **options)
-            pipeline(job.photo, out / job.name, progress=False, **per_photo)
-        except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
-            seconds = time.perf_counter() - start
-            message = f"{type(err).__name__}: {err}"
+        # this process prints nothing: its warnings go to the coordinator, which warns once per photo
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                if pipeline is None:
+                    pipeline = Reconstructor(device=device, **options)
+                pipeline(job.photo, out / job.name, progress=False, **per_photo)
+                err = None
+            except Exception as error:  # noqa: BLE001 - one bad photo must not stop the batch
+                err = error
+        seconds = time.perf_counter() - start
+        notes = {"warnings": list(dict.fromkeys(str(w.message) for w in caught))} if caught else {}
+        if err is not None:
+            # psohead's own errors are one clear line already; anything else names its exception
+            message = str(err) if isinstance(err, PsoheadError) else f"{type(err).__name__}: {err}"
             record = {**me, "photo": job.name, "seconds": seconds, "error": message,
-                      "traceback": traceback.format_exc(limit=20)}
+                      "traceback": "".join(traceback.format_exception(err, limit=20))}
             claims.fail(fd, record)
             _log(out, {"event": "failed", "photo": job.name, "seconds": round(seconds, 3), "error": message,
                        **me})
             results.put({"photo": job.name, "status": "failed", "seconds": seconds, "device": device,
-                         "error": message})
+                         "error": message, **notes})
             continue
-        seconds = time.perf_counter() - start
         _log(out, {"event": "done", "photo": job.name, "seconds": round(seconds, 3), **me})
         claims.release(job.name, fd)
-        results.put({"photo": job.name, "status": "done", "seconds": seconds, "device": device})
+        results.put({"photo": job.name, "status": "done", "seconds": seconds, "device": device, **notes})
 
 
 def _next_job(jobs: list[BatchJob], out: Path, claims: Claims, me: dict):
@@ -351,6 +363,8 @@ def reconstruct_batch(inputs, out: str | os.PathLike, *, network="default", devi
             entry = photos[msg.pop("photo")]
             entry.update(msg)
             bar.update(1)
+            for note in msg.get("warnings", ()):
+                warnings.warn(note, BatchWarning)
             if msg["status"] == "failed":
                 bar.write(f"failed: {entry['input']} ({msg['error']})")
         for p in procs:  # every photo is accounted for: the workers are on their way out

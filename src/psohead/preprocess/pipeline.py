@@ -136,8 +136,9 @@ def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: boo
     if size not in (CANVAS, 512):
         raise InputError(f"size must be {CANVAS} (official canvas) or 512, got {size}")
     check_installed()
-    name = name or (str(image) if isinstance(image, (str,)) or hasattr(image, "__fspath__") else "image")
-    pil = read_image(image, name)
+    is_path = isinstance(image, str) or hasattr(image, "__fspath__")
+    name = name or (str(image) if is_path else "image")
+    pil = read_image(image, "photo" if is_path else name)  # read_image's messages name a path themselves
     if min(pil.size) < MIN_IMAGE_SIDE:
         raise InputError(f"{name}: image too small ({pil.size[0]}x{pil.size[1]}); need at least "
                          f"{MIN_IMAGE_SIDE} px per side")
