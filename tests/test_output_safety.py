@@ -172,6 +172,51 @@ def test_every_verb_checks_its_output_before_any_work(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
+def _has_option(argv: list[str], option: str) -> bool:
+    """Whether the verb of ``argv`` (``synth orbit``: two words) takes ``option``."""
+    import argparse
+
+    from psohead.cli import build_parser
+
+    parser = build_parser()
+    for word in argv:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or word not in subs[0].choices:
+            break
+        parser = subs[0].choices[word]
+    return any(option in a.option_strings for a in parser._actions)
+
+
+def test_a_users_folder_is_refused_and_overwrite_named_only_where_the_verb_has_it(tmp_path, capsys):
+    """Every verb that writes a folder refuses one of the user's at once, leaves it as it was, and
+    names --overwrite only where that verb takes it (train said so, and has none)."""
+    users = tmp_path / "users"
+    before = _users_folder(users)
+    missing = str(tmp_path / "missing")
+    verbs = [
+        ["reconstruct", str(REPO / "examples" / "man.jpg"), "--out", str(users)],
+        ["reconstruct-batch", str(REPO / "examples" / "man.jpg"), "--out", str(users), "--devices", "cpu"],
+        ["generate", "--outdir", str(users)],
+        ["synth", "orbit", "--ids", "1", "--out", str(users)],
+        ["synth", "dataset", "--n", "1", "--out", str(users)],
+        ["dataset", "pack", missing, str(users)],
+        ["fk-enhance", "--network", missing, "--out", str(users)],
+        ["train", "--data", missing, "--out", str(users)],
+        ["finetune", "--network", missing, "--fk", missing, "--data", missing, "--out", str(users), "--kimg", "1"],
+    ]
+    if _has_face_packages():
+        verbs.append(["crop", str(REPO / "examples" / "man.jpg"), "--outdir", str(users)])
+    offered = []
+    for argv in verbs:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "holds files that psohead did not write" in err, (argv, err)
+        assert ("--overwrite" in err) == _has_option(argv, "--overwrite"), (argv, err)
+        offered.append("--overwrite" in err)
+    assert any(offered) and not all(offered)
+    assert _tree(users) == before and sorted(p.name for p in tmp_path.iterdir()) == ["users"]
+
+
 def _has_face_packages() -> bool:
     try:
         from psohead.preprocess.native import check_installed

@@ -157,21 +157,23 @@ def _foreign_entries(folder: Path) -> list[str]:
 
 
 def check_output_dir(path: str | os.PathLike, verb: str, *, overwrite: bool = False, replace: bool = False,
-                     what: str = "output folder") -> Path:
+                     what: str = "output folder", offer_overwrite: bool = True) -> Path:
     """Refuse, before any work, an output folder ``psohead VERB`` may not write into (module
     docstring). ``replace``: the folder is written aside and renamed into place
-    (:func:`atomic_dir`), so its parent must be writable too."""
+    (:func:`atomic_dir`), so its parent must be writable too. ``offer_overwrite``: the command
+    has an ``--overwrite`` option, which a refusal then names."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path} is a file, not a folder; give a folder name")
     if path.is_dir() and not overwrite:
         previous = read_marker(path)
         if previous is None and _foreign_entries(path):
-            raise InputError(f"{what} {path} holds files that psohead did not write; choose a new or empty folder, "
-                             "or pass --overwrite to write into it (only files of psohead's names are replaced)")
+            raise InputError(f"{what} {path} holds files that psohead did not write; choose a new or empty folder"
+                             + (", or pass --overwrite to write into it (only files of psohead's names are replaced)"
+                                if offer_overwrite else ""))
         if previous is not None and previous["verb"] != verb:
-            raise InputError(f"{what} {path} holds the output of `psohead {previous['verb']}`; choose another "
-                             "folder, or pass --overwrite to write into it")
+            raise InputError(f"{what} {path} holds the output of `psohead {previous['verb']}`; choose another folder"
+                             + (", or pass --overwrite to write into it" if offer_overwrite else ""))
     check_writable(path, what)
     if replace:
         check_writable(path.parent, what)

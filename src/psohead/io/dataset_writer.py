@@ -31,11 +31,12 @@ def _png_bytes(arr: np.ndarray) -> bytes:
 PACK_VERB = "dataset pack"  # the marker of a packed dataset folder
 
 
-def check_dataset_output(out, verb: str, overwrite: bool = False) -> Path:
-    """Refuse, before any work, a dataset output that DatasetWriter(out, overwrite, verb) would refuse."""
+def check_dataset_output(out, verb: str, overwrite: bool = False, offer_overwrite: bool = True) -> Path:
+    """Refuse, before any work, a dataset output that DatasetWriter(out, overwrite, verb) would
+    refuse (``offer_overwrite``: as in :func:`~psohead.atomic.check_output_dir`)."""
     out = Path(out)
     if out.suffix.lower() != ".zip":
-        return check_output_dir(out, verb, overwrite=overwrite, replace=True)
+        return check_output_dir(out, verb, overwrite=overwrite, replace=True, offer_overwrite=offer_overwrite)
     check_output_file(out, (".zip",), "output dataset")
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists (choose another output)")
@@ -120,7 +121,7 @@ def pack_dataset(src, dst, seg_path=None, resolution: int | None = None, progres
 
     ``resolution`` resizes images (LANCZOS) and masks (bilinear) to a square power of two.
     """
-    check_dataset_output(dst, PACK_VERB)
+    check_dataset_output(dst, PACK_VERB, offer_overwrite=False)
     summary = check_dataset(src, seg_path, progress=False)
     if resolution is not None and not is_power_of_two(resolution):
         raise InputError(f"--resolution {resolution}: must be a power of two >= 4")

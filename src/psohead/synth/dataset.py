@@ -96,7 +96,7 @@ def _prepare(out: Path, config: dict) -> None:
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in config.items() if old.get(k) != v)
             raise InputError(f"{out} holds a synthetic dataset made with other settings ({diff}); use another --out")
     else:
-        check_output_dir(out, DATASET_VERB)  # new or empty: refuses a file or a folder of other files
+        check_output_dir(out, DATASET_VERB, offer_overwrite=False)  # new or empty: refuses a file or a folder of other files
     claim_dir(out, DATASET_VERB)
     for kind in ("images", "masks"):
         (out / kind).mkdir(parents=True, exist_ok=True)

@@ -334,7 +334,7 @@ def build_fk_enhance(network, out, cfg: FKEnhanceConfig | None = None, discrimin
 
     cfg = cfg or FKEnhanceConfig()
     cfg.validate()
-    out = check_dataset_output(out, FK_VERB)
+    out = check_dataset_output(out, FK_VERB, offer_overwrite=False)
     real_files = real_back_files(cfg.real_backs) if cfg.real_backs is not None else []
     dev = resolve_device(device)
     G, D, source = _networks(network, discriminator, dev)

@@ -187,7 +187,7 @@ def check_run_folder(out: Path, verb: str, resume) -> None:
     """Before any work: a new run needs a new, empty or own folder that holds no run yet; a resumed
     one writes into a folder with its snapshots (or a new one)."""
     if find_latest(out) is None:
-        check_output_dir(out, verb, what="run folder")
+        check_output_dir(out, verb, what="run folder", offer_overwrite=False)
     elif resume is None:
         raise InputError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
     else:
