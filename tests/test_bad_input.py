@@ -171,6 +171,16 @@ def test_output_of_the_wrong_kind_fails_before_rendering(argv, fragment, tmp_pat
 # --------------------------------------------------------------------------------------------
 # Reconstruction inputs
 
+def test_a_12000_pixel_photo_is_refused_from_its_header(tmp_path, capsys):
+    """A 12000x12000 photo took 2-3.4 GB with only PIL's warning. The one image reader refuses it
+    before decoding, at its default limit (a 1-bit PNG: 18 MB to make, a few kB on disk)."""
+    big = tmp_path / "big.png"
+    Image.new("1", (12000, 12000)).save(big)
+    assert main(["reconstruct", str(big), "--out", str(tmp_path / "out")]) == 1
+    _one_line_error(capsys, "12000x12000 pixels (144 MP); the limit is 100 MP: downscale it first")
+    assert [p.name for p in tmp_path.iterdir()] == ["big.png"]
+
+
 def _crop(tmp_path, size=(64, 64)):
     crop = tmp_path / "crop.png"
     Image.new("RGB", size, (90, 100, 110)).save(crop)

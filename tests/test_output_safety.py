@@ -146,30 +146,39 @@ def test_every_verb_checks_its_output_before_any_work(tmp_path, capsys):
     bad = tmp_path / "file" / "sub"
     (tmp_path / "file").write_text("x")
     missing = str(tmp_path / "missing")
-    verbs = [
-        ["reconstruct", str(REPO / "examples" / "man.jpg"), "--out", str(bad)],
-        ["reconstruct-batch", str(REPO / "examples" / "man.jpg"), "--out", str(bad), "--devices", "cpu"],
-        ["generate", "--outdir", str(bad)],
+    verbs = _folder_verbs(bad, missing) + [
         ["render", "--seed", "0", "--out", str(bad / "a.png"), "--network", missing],
         ["video", "--seed", "0", "--out", str(bad / "a.mp4"), "--network", missing],
         ["mesh", "--seed", "0", "--out", str(bad / "a.ply"), "--network", missing],
         ["convert", missing, str(bad / "a.safetensors")],
         ["synth", "preview", "--out", str(bad / "a.png")],
-        ["synth", "orbit", "--ids", "1", "--out", str(bad)],
-        ["synth", "dataset", "--n", "1", "--out", str(bad)],
-        ["dataset", "pack", missing, str(bad)],
-        ["fk-enhance", "--network", missing, "--out", str(bad)],
-        ["train", "--data", missing, "--out", str(bad)],
-        ["finetune", "--network", missing, "--fk", missing, "--data", missing, "--out", str(bad), "--kimg", "1"],
         ["export-snapshot", missing, str(bad / "a.safetensors")],
     ]
-    if _has_face_packages():
-        verbs.append(["crop", str(REPO / "examples" / "man.jpg"), "--outdir", str(bad)])
     for argv in verbs:
         assert main(argv) == 1, argv
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "is a file, not a folder" in err, (argv, err)
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def _folder_verbs(out: Path, missing: str) -> list[list[str]]:
+    """Every verb that writes a folder, writing ``out``; their other inputs would fail later on
+    their own (``missing`` does not exist)."""
+    photo = str(REPO / "examples" / "man.jpg")
+    verbs = [
+        ["reconstruct", photo, "--out", str(out)],
+        ["reconstruct-batch", photo, "--out", str(out), "--devices", "cpu"],
+        ["generate", "--outdir", str(out)],
+        ["synth", "orbit", "--ids", "1", "--out", str(out)],
+        ["synth", "dataset", "--n", "1", "--out", str(out)],
+        ["dataset", "pack", missing, str(out)],
+        ["fk-enhance", "--network", missing, "--out", str(out)],
+        ["train", "--data", missing, "--out", str(out)],
+        ["finetune", "--network", missing, "--fk", missing, "--data", missing, "--out", str(out), "--kimg", "1"],
+    ]
+    if _has_face_packages():
+        verbs.append(["crop", photo, "--outdir", str(out)])
+    return verbs
 
 
 def _has_option(argv: list[str], option: str) -> bool:
@@ -192,22 +201,8 @@ def test_a_users_folder_is_refused_and_overwrite_named_only_where_the_verb_has_i
     names --overwrite only where that verb takes it (train said so, and has none)."""
     users = tmp_path / "users"
     before = _users_folder(users)
-    missing = str(tmp_path / "missing")
-    verbs = [
-        ["reconstruct", str(REPO / "examples" / "man.jpg"), "--out", str(users)],
-        ["reconstruct-batch", str(REPO / "examples" / "man.jpg"), "--out", str(users), "--devices", "cpu"],
-        ["generate", "--outdir", str(users)],
-        ["synth", "orbit", "--ids", "1", "--out", str(users)],
-        ["synth", "dataset", "--n", "1", "--out", str(users)],
-        ["dataset", "pack", missing, str(users)],
-        ["fk-enhance", "--network", missing, "--out", str(users)],
-        ["train", "--data", missing, "--out", str(users)],
-        ["finetune", "--network", missing, "--fk", missing, "--data", missing, "--out", str(users), "--kimg", "1"],
-    ]
-    if _has_face_packages():
-        verbs.append(["crop", str(REPO / "examples" / "man.jpg"), "--outdir", str(users)])
     offered = []
-    for argv in verbs:
+    for argv in _folder_verbs(users, str(tmp_path / "missing")):
         assert main(argv) == 1, argv
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "holds files that psohead did not write" in err, (argv, err)
