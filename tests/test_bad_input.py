@@ -118,6 +118,25 @@ def test_bad_numbers_fail_at_once_with_one_line(argv, fragment, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_set_of_a_field_is_not_dropped_by_its_unused_shortcut_option(tmp_path, capsys):
+    """`--set stage1.steps=N` was replaced by the unset --stage1-steps (None), so the run took the
+    preset's steps without a word, and `--set stage1.steps=nan` ran a whole default reconstruction."""
+    from psohead.cli.reconstruct import preset_overrides
+    from psohead.inversion.presets import resolve_preset
+
+    parse = build_parser().parse_args
+    for verb in (["reconstruct", "x.jpg", "--out", "o"], ["reconstruct-batch", "x.jpg", "--out", "o"], ["app"]):
+        preset = resolve_preset("fast", preset_overrides(parse([*verb, "--set", "stage1.steps=7",
+                                                                "--set", "stage2.steps=3"])))
+        assert (preset.stage1.steps, preset.stage2.steps) == (7, 3), verb
+    both = parse(["reconstruct", "x.jpg", "--out", "o", "--set", "stage1.steps=7", "--stage1-steps", "9"])
+    assert resolve_preset("fast", preset_overrides(both)).stage1.steps == 9  # the shortcut, given, wins
+    photo = Path(__file__).resolve().parents[1] / "examples" / "man.jpg"
+    assert main(["reconstruct", str(photo), "--out", str(tmp_path / "out"), "--set", "stage1.steps=nan"]) == 1
+    _one_line_error(capsys, "setting stage1.steps: expected an integer, got 'nan'")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_generate_refuses_absurd_ranges_before_building_them(tmp_path, monkeypatch, capsys):
     """`generate --seeds 0-100000000` grew by 400 MB/s. Run where memory is capped at 1 GiB, so a
     regression fails here instead of filling the machine."""

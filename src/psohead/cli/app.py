@@ -36,12 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..app import AppConfig, serve
-    from ..inversion.presets import parse_assignments
+    from .reconstruct import preset_overrides
 
-    overrides = {**parse_assignments(args.settings), "stage1.steps": args.stage1_steps,
-                 "stage2.steps": args.stage2_steps}
     serve(AppConfig(network=args.network, device=args.device, host=args.host, port=args.port, preset=args.preset,
-                    overrides=overrides, queue=args.queue, concurrency=args.concurrency, ttl=args.ttl,
+                    overrides=preset_overrides(args), queue=args.queue, concurrency=args.concurrency, ttl=args.ttl,
                     work_dir=Path(args.work_dir) if args.work_dir else None, max_upload_mb=args.max_upload_mb,
                     max_megapixels=args.max_megapixels, max_disk_mb=args.max_disk_mb))
     return 0

@@ -30,12 +30,18 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+# options that stand for one preset field (argparse dest -> field)
+SHORTCUTS = {"stage1_steps": "stage1.steps", "stage2_steps": "stage2.steps", "precision": "runtime.precision"}
+
+
 def preset_overrides(args: argparse.Namespace) -> dict:
-    """Every preset change asked for on the command line, as {"section.field": value}."""
+    """Every preset change asked for on the command line, as {"section.field": value}; a
+    shortcut option that was given (--stage1-steps 60) wins over --set of the same field, one
+    that was not leaves --set alone."""
     from ..inversion.presets import parse_assignments
 
-    return {**parse_assignments(args.settings), "stage1.steps": args.stage1_steps,
-            "stage2.steps": args.stage2_steps, "runtime.precision": args.precision}
+    given = {key: getattr(args, dest) for dest, key in SHORTCUTS.items() if getattr(args, dest, None) is not None}
+    return {**parse_assignments(args.settings), **given}
 
 
 def pipeline_kwargs(args: argparse.Namespace) -> dict:
