@@ -103,6 +103,12 @@ def test_every_number_option_refuses_nan_and_inf(capsys):
     (["video", "--seed", "0", "--fps", "0", "--out", "x.mp4"], "--fps 0"),
     (["mesh", "--seed", "0", "--level", "nan", "--out", "x.ply"], "--level"),
     (["mesh", "--seed", "0", "--resolution", "1", "--out", "x.ply"], "--resolution 1"),
+    # these three allocated until killed (a 10^15-point grid, 10^8 frames' cameras) or gave a traceback
+    (["mesh", "--seed", "0", "--resolution", "100000", "--out", "x.ply"], "--resolution 100000: must be at most 1024"),
+    (["video", "--seed", "0", "--frames", "100000000", "--out", "x.mp4"], "--frames 100000000: must be at most"),
+    (["reconstruct", "x.jpg", "--out", "o", "--set", "outputs.video_frames=100000000"], "outputs.video_frames"),
+    (["render", "--seed", "-1", "--out", "x.png"], "--seed -1: seeds must lie in 0..2^32-1"),
+    (["video", "--seed", str(2 ** 32), "--out", "x.mp4"], f"--seed {2 ** 32}: seeds must lie"),
     (["generate", "--truncation-cutoff", "-1", "--outdir", "g"], "--truncation-cutoff"),
     (["synth", "orbit", "--ids", "-1", "--out", "o"], "--ids -1"),
     (["synth", "orbit", "--ids", "1", "--res", "7", "--out", "o"], "--res 7"),

@@ -69,7 +69,10 @@ def _load(args):
     from ..api import load_generator
     from ..export.latent import load_latent
     from ..devices import resolve_device
+    from ..networks.sampling import check_seed
 
+    if args.latent is None:
+        check_seed(args.seed, "--seed")  # before the network loads
     device = resolve_device(args.device)
     G = load_generator(args.network, device=device)
     if args.latent is not None:
@@ -98,12 +101,14 @@ def _yaws(text: str) -> list[float]:
     return yaws
 
 
-def _at_least(args, minimum: int, *names: str) -> None:
-    """Integer options that must be >= ``minimum`` (those left unset are skipped)."""
+def _at_least(args, minimum: int, *names: str, maximum: int | None = None) -> None:
+    """Integer options that must be >= ``minimum`` (and <= ``maximum``; those left unset are skipped)."""
     for name in names:
         value = getattr(args, name)
         if value is not None and value < minimum:
             raise InputError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
+        if value is not None and maximum is not None and value > maximum:
+            raise InputError(f"--{name.replace('_', '-')} {value}: must be at most {maximum}")
 
 
 def _check_camera(args) -> None:
@@ -133,10 +138,10 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_video(args: argparse.Namespace) -> int:
-    from ..export.video import write_turntable
+    from ..export.video import MAX_TURNTABLE_FRAMES, write_turntable
 
     _check_camera(args)
-    _at_least(args, 1, "frames")
+    _at_least(args, 1, "frames", maximum=MAX_TURNTABLE_FRAMES)
     if args.fps <= 0:
         raise InputError(f"--fps {args.fps:g}: must be positive")
     check_output_file(args.out, (".mp4",), "output video")
@@ -149,13 +154,13 @@ def run_video(args: argparse.Namespace) -> int:
 
 
 def run_mesh(args: argparse.Namespace) -> int:
-    from ..export.mesh import MESH_FORMATS, extract_mesh, sample_density, write_mesh
+    from ..export.mesh import MAX_GRID_RESOLUTION, MESH_FORMATS, extract_mesh, sample_density, write_mesh
 
     for out in args.out:
         check_output_file(out, tuple(MESH_FORMATS), "output mesh")
     if args.mrc:
         check_output_file(args.mrc, None, "output volume")
-    _at_least(args, 2, "resolution")
+    _at_least(args, 8, "resolution", maximum=MAX_GRID_RESOLUTION)  # what sample_density takes
     if args.level == "auto":
         level = "auto"
     else:

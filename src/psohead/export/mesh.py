@@ -28,6 +28,7 @@ from ..atomic import atomic_path
 RENDER_CROP = 0.1          # renderer's triplane_crop: |x|, |z| > box/2 - 0.1 are empty (spec 1.9)
 OFFICIAL_RAW_LEVEL = 10.0  # official shape_utils iso-level on raw sigma
 MESH_FORMATS = (".ply", ".obj", ".glb")
+MAX_GRID_RESOLUTION = 1024  # 1024^3 density samples are 4 GiB of float32; more would not fit in memory
 
 
 class MeshError(PsoheadError):
@@ -122,8 +123,8 @@ def point_query(G, ws: torch.Tensor):
 def sample_density(G, ws: torch.Tensor, resolution: int = 256, chunk_size: int = 2 ** 20,
                    progress: bool = True) -> DensityGrid:
     """Raw sigma on a resolution^3 grid over the generator's box, via chunked ``G.sample_mixed``."""
-    if resolution < 8:
-        raise InputError(f"mesh resolution must be at least 8, got {resolution}")
+    if not 8 <= resolution <= MAX_GRID_RESOLUTION:
+        raise InputError(f"mesh resolution must be in 8..{MAX_GRID_RESOLUTION}, got {resolution}")
     ws = ws if ws.ndim == 3 else ws.unsqueeze(0)
     box, r, n = _box(G), resolution, resolution ** 3
     out = np.empty(n, np.float32)

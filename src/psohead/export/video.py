@@ -17,10 +17,14 @@ from ..progress import ProgressLike, track
 from .views import iter_renders, yaw_labels
 
 
+# the cameras of every frame are made up front: this bounds them (and is minutes of video per turn)
+MAX_TURNTABLE_FRAMES = 10_000
+
+
 def turntable_yaws(frames: int, start_yaw: float = 0.0) -> torch.Tensor:
     """``frames`` yaws covering one full turn without repeating the first frame (radians)."""
-    if frames < 1:
-        raise InputError(f"frames must be at least 1, got {frames}")
+    if not 1 <= frames <= MAX_TURNTABLE_FRAMES:
+        raise InputError(f"frames must be in 1..{MAX_TURNTABLE_FRAMES}, got {frames}")
     return start_yaw + torch.arange(frames, dtype=torch.float64).float() * (2 * math.pi / frames)
 
 

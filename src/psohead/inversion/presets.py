@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from ..errors import InputError
+from ..export.mesh import MAX_GRID_RESOLUTION
+from ..export.video import MAX_TURNTABLE_FRAMES
 from .precision import PRECISIONS
 from .targets import BACK_WEIGHT
 
@@ -115,10 +117,11 @@ class Outputs:
     render_batch: int | None = None  # views per render call; none: by device (more on CUDA)
 
     def __post_init__(self):
-        _check(self.video_frames >= 1, "outputs.video_frames", "must be >= 1", self.video_frames)
+        _check(1 <= self.video_frames <= MAX_TURNTABLE_FRAMES, "outputs.video_frames",
+               f"must be in 1..{MAX_TURNTABLE_FRAMES}", self.video_frames)
         _check(self.video_fps >= 1, "outputs.video_fps", "must be >= 1", self.video_fps)
-        _check(8 <= self.mesh_resolution <= 1024, "outputs.mesh_resolution", "must be in 8..1024",
-               self.mesh_resolution)
+        _check(8 <= self.mesh_resolution <= MAX_GRID_RESOLUTION, "outputs.mesh_resolution",
+               f"must be in 8..{MAX_GRID_RESOLUTION}", self.mesh_resolution)
         _check(self.render_batch is None or self.render_batch >= 1, "outputs.render_batch", "must be >= 1 or none",
                self.render_batch)
 

@@ -5,11 +5,20 @@ import numpy as np
 import torch
 
 from ..camera import label_from_yaw_pitch
+from ..errors import InputError
+
+
+def check_seed(seed: int, what: str = "seed") -> int:
+    """``seed`` if numpy's RandomState (hence :func:`seed_z`) takes it, else one-line InputError."""
+    if not 0 <= seed < 2 ** 32:
+        raise InputError(f"{what} {seed}: seeds must lie in 0..2^32-1")
+    return seed
 
 
 def seed_z(seed: int, z_dim: int, device=None) -> torch.Tensor:
     """The latent z [1, z_dim] of a seed (numpy's RandomState, like the official scripts), so a
     seed names the same head in ``psohead generate``, ``render --seed`` and the official code."""
+    check_seed(seed)
     return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).float().to(device)
 
 
