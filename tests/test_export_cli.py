@@ -61,9 +61,9 @@ def test_mesh_untextured_in_metres_and_from_the_photo(latent, tmp_path, capsys):
                  "--mesh-faces", "500", "--out", str(out)]) == 0
     (mesh,) = trimesh.load(out, process=False).geometry.values()
     assert len(mesh.faces) <= 500 and getattr(mesh.visual, "uv", None) is None
-    r = np.linalg.norm(mesh.vertices - np.array([0, 0.05, 0]) * 0.45, axis=1).mean()
-    assert abs(r - 0.3 * 0.45) < 0.015                              # metres by default
-    assert "0.45 m per world unit" in capsys.readouterr().out
+    r = np.linalg.norm(mesh.vertices - np.array([0, 0.05, 0]) * 0.44, axis=1).mean()
+    assert abs(r - 0.3 * 0.44) < 0.015                              # metres by default
+    assert "0.44 m per world unit" in capsys.readouterr().out
     # a reconstruct folder: crop.png + label.json beside the latent
     folder = tmp_path / "rec"
     folder.mkdir()

@@ -9,7 +9,7 @@ import trimesh
 from export_standins import SphereG
 from psohead.errors import InputError
 from psohead.export.mesh import (DensityGrid, MeshError, activate, auto_level, crop_mask, extract_mesh,
-                                 sample_density, write_mesh)
+                                 mesh_from_grid, sample_density, sample_head_density, write_mesh)
 
 WS = torch.zeros(1, 14, 32)
 
@@ -119,3 +119,18 @@ def test_mesh_files_load_back(sphere_mesh, tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [f"head{suffix}"]
     with pytest.raises(InputError, match="must end in"):
         write_mesh(mesh, tmp_path / "head.stl")
+
+
+def test_head_density_gives_the_full_grids_surface_at_a_fraction_of_the_points():
+    G = SphereG(radius=0.25, center=(0.02, 0.05, -0.03))
+    full = sample_density(G, WS, resolution=129, progress=False)
+    calls, points = [], []
+    query = G.sample_mixed
+    G.sample_mixed = lambda coords, *a, **k: points.append(coords.shape[1]) or query(coords, *a, **k)
+    fast = sample_head_density(G, WS, resolution=129, progress=lambda *a: calls.append(a))
+    a, b = mesh_from_grid(full), mesh_from_grid(fast)
+    assert a.metadata["iso_level"] == pytest.approx(b.metadata["iso_level"], rel=1e-3)
+    assert len(a.faces) == len(b.faces)
+    assert np.abs(np.sort(a.vertices, 0) - np.sort(b.vertices, 0)).max() < 1e-4
+    assert sum(points) < 0.3 * 129 ** 3              # only a shell round the surface at full resolution
+    assert calls and calls[-1][0] == "mesh density" and calls[-1][1] == calls[-1][2]

@@ -99,9 +99,12 @@ def crop_mask(grid: DensityGrid, crop: str = "render") -> np.ndarray:
     raise InputError(f"unknown crop {crop!r}; choose render, official or none")
 
 
-def _grid_coords(start: int, end: int, r: int, box: float, device) -> torch.Tensor:
+def _grid_coords(start: int, end: int, lo, shape, r: int, box: float, device) -> torch.Tensor:
+    """World coordinates of flat indices [start, end) of the sub-grid ``shape`` starting at grid
+    index ``lo`` of a resolution-``r`` grid (x slowest, z fastest)."""
     idx = torch.arange(start, end, device=device)
-    ijk = torch.stack((idx // (r * r), (idx // r) % r, idx % r), dim=-1).float()
+    ny, nz = shape[1], shape[2]
+    ijk = torch.stack((idx // (ny * nz) + lo[0], (idx // nz) % ny + lo[1], idx % nz + lo[2]), dim=-1).float()
     return ijk * (box / (r - 1)) - box / 2
 
 
@@ -139,6 +142,27 @@ class Progress:
             self.bar.close()
 
 
+def _query_grid(G, ws, r: int, lo, hi, chunk_size: int, progress, stage: str) -> np.ndarray:
+    """Raw sigma at the grid points with indices lo <= ijk < hi of a resolution-``r`` grid."""
+    box = _box(G)
+    shape = tuple(int(b - a) for a, b in zip(lo, hi))
+    n = shape[0] * shape[1] * shape[2]
+    out = np.empty(n, np.float32)
+    starts = range(0, n, chunk_size)
+    query = point_query(G, ws)
+    bar = Progress(progress, stage, len(starts))
+    for i, start in enumerate(starts):
+        end = min(start + chunk_size, n)
+        coords = _grid_coords(start, end, lo, shape, r, box, ws.device).unsqueeze(0)
+        dirs = torch.zeros_like(coords)
+        dirs[..., 2] = -1  # unused by the decoder; the official script passes (0, 0, -1)
+        sigma = query(coords, dirs)["sigma"]
+        out[start:end] = sigma.reshape(-1).float().cpu().numpy()
+        bar.step(i + 1)
+    bar.close()
+    return out.reshape(shape)
+
+
 @torch.no_grad()
 def sample_density(G, ws: torch.Tensor, resolution: int = 256, chunk_size: int = 2 ** 20,
                    progress=True) -> DensityGrid:
@@ -147,21 +171,59 @@ def sample_density(G, ws: torch.Tensor, resolution: int = 256, chunk_size: int =
     if resolution < 8:
         raise InputError(f"mesh resolution must be at least 8, got {resolution}")
     ws = ws if ws.ndim == 3 else ws.unsqueeze(0)
-    box, r, n = _box(G), resolution, resolution ** 3
-    out = np.empty(n, np.float32)
-    starts = range(0, n, chunk_size)
+    r = resolution
+    return DensityGrid(_query_grid(G, ws, r, (0, 0, 0), (r, r, r), chunk_size, progress, "mesh density"), _box(G))
+
+
+COARSE_RESOLUTION = 64  # grid that finds the surface for sample_head_density
+BAND = 2  # coarse voxels sampled finely on either side of the surface
+
+
+@torch.no_grad()
+def sample_head_density(G, ws: torch.Tensor, resolution: int = 256, level="auto", crop: str = "render",
+                        chunk_size: int = 2 ** 20, progress=True) -> DensityGrid:
+    """:func:`sample_density` at a fraction of the cost, for meshing. A coarse grid finds the shell
+    where the surface can be: within BAND coarse voxels of a point denser than a quarter of the
+    surface's level (``level`` or the automatic one), and not within BAND voxels of one denser than
+    twice the level only. Only that shell is sampled at full resolution; elsewhere the grid holds
+    the coarse grid trilinearly interpolated, which keeps empty space empty and the inside inside,
+    so the surface and the automatic level come out as from the full grid. Not the raw field
+    everywhere: for a volume export use :func:`sample_density`."""
+    from scipy import ndimage
+
+    c = COARSE_RESOLUTION
+    if resolution < 2 * c:
+        return sample_density(G, ws, resolution, chunk_size, progress)
+    ws = ws if ws.ndim == 3 else ws.unsqueeze(0)
+    coarse = sample_density(G, ws, c, chunk_size, progress=False)
+    density = coarse.density(crop)
+    lvl = auto_level(density, coarse.voxel_size) if level == "auto" else float(level)
+    cube = np.ones((3, 3, 3), bool)
+    band = (ndimage.binary_dilation(density >= lvl / 4, cube, iterations=BAND)
+            & ~ndimage.binary_erosion(density >= 2 * lvl, cube, iterations=BAND, border_value=1))
+    r = resolution
+    sigma = torch.nn.functional.interpolate(torch.from_numpy(coarse.sigma)[None, None], size=(r, r, r),
+                                            mode="trilinear", align_corners=True)[0, 0]
+    # a fine point is sampled when its nearest coarse point is in the band
+    near = torch.round(torch.arange(r) * ((c - 1) / (r - 1))).long()
+    b = torch.from_numpy(band)
+    mask = b[near][:, near][:, :, near]
+    idx = torch.nonzero(mask.reshape(-1), as_tuple=True)[0]
+    box, h = coarse.box, coarse.box / (r - 1)
     query = point_query(G, ws)
+    starts = range(0, len(idx), chunk_size)
     bar = Progress(progress, "mesh density", len(starts))
+    flat = sigma.reshape(-1)
     for i, start in enumerate(starts):
-        end = min(start + chunk_size, n)
-        coords = _grid_coords(start, end, r, box, ws.device).unsqueeze(0)
+        part = idx[start:start + chunk_size]
+        ijk = torch.stack((part // (r * r), (part // r) % r, part % r), -1).float()
+        coords = (ijk * h - box / 2).to(ws.device).unsqueeze(0)
         dirs = torch.zeros_like(coords)
-        dirs[..., 2] = -1  # unused by the decoder; the official script passes (0, 0, -1)
-        sigma = query(coords, dirs)["sigma"]
-        out[start:end] = sigma.reshape(-1).float().cpu().numpy()
+        dirs[..., 2] = -1
+        flat[part] = query(coords, dirs)["sigma"].reshape(-1).float().cpu()
         bar.step(i + 1)
     bar.close()
-    return DensityGrid(out.reshape(r, r, r), box)
+    return DensityGrid(sigma.numpy(), box)
 
 
 def auto_level(density: np.ndarray, voxel_size: float) -> float:
@@ -475,7 +537,8 @@ def build_head_mesh(G, ws: torch.Tensor, options: MeshOptions | None = None, *, 
     photo_input = _photo_input(photo, delta, device) if options.texture_from_photo else None
     t = perf_counter()
     if grid is None:
-        grid = sample_density(G, ws, options.resolution, progress=progress)
+        grid = sample_head_density(G, ws, options.resolution, level=options.level, crop=options.crop,
+                                   progress=progress)
     seconds["density"] = perf_counter() - t
     t = perf_counter()
     level = "auto" if options.level == "auto" else float(options.level)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 
-# Metres per generator world unit, measured on the heads themselves (docs/export.md): a real adult
-# head is about 15 cm wide; the bundled model's heads and the SynthHeads ground truth are about
-# 0.31 world units wide.
-METRES_PER_UNIT = 0.45
+# Metres per generator world unit, measured on the heads themselves (benchmarks/head_scale.py,
+# docs/export.md): SynthHeads' hairless ground-truth heads are 0.333 world units wide and 0.450 long,
+# a real adult head about 15 cm and 19.5 cm.
+METRES_PER_UNIT = 0.44
 
 
 @dataclass
