@@ -234,25 +234,26 @@ def auto_level(density: np.ndarray, voxel_size: float) -> float:
     """
     found = []
     target = math.log(2)
+    vol = torch.from_numpy(np.ascontiguousarray(density, np.float32))
     for axis, from_high in ((0, False), (0, True), (2, False), (2, True), (1, True)):
-        d = np.moveaxis(density, axis, -1)
+        d = vol.movedim(axis, -1)
         if from_high:
-            d = d[..., ::-1]
+            d = d.flip(-1)
         d = d.reshape(-1, d.shape[-1])
-        seg = 0.5 * (d[:, :-1] + d[:, 1:]) * voxel_size
-        tau = np.concatenate([np.zeros((d.shape[0], 1), np.float32), np.cumsum(seg, axis=1, dtype=np.float32)], 1)
-        hit = tau[:, -1] >= target
-        if not hit.any():
+        total = (d.sum(1) - 0.5 * (d[:, 0] + d[:, -1])) * voxel_size  # trapezoid optical depth
+        d = d[total >= target]
+        if len(d) == 0:
             continue
-        d, tau = d[hit], tau[hit]
-        n = np.argmax(tau >= target, axis=1)  # >= 1 because tau[:, 0] = 0
-        rows = np.arange(len(n))
+        tau = torch.cumsum(0.5 * (d[:, :-1] + d[:, 1:]) * voxel_size, 1)
+        tau = torch.cat([torch.zeros(len(d), 1), tau], 1)
+        n = (tau >= target).int().argmax(1).clamp_min(1)  # >= 1 because tau[:, 0] = 0
+        rows = torch.arange(len(n))
         t0, t1 = tau[rows, n - 1], tau[rows, n]
-        f = (target - t0) / np.maximum(t1 - t0, 1e-12)
+        f = (target - t0) / (t1 - t0).clamp_min(1e-12)
         found.append(d[rows, n - 1] + f * (d[rows, n] - d[rows, n - 1]))
     if not found:
         raise MeshError("density field has no opaque region (no ray reaches 50% opacity); nothing to mesh")
-    return float(np.median(np.concatenate(found)))
+    return float(np.median(torch.cat(found).numpy()))
 
 
 def marching_cubes(density: np.ndarray, level: float, voxel_size: float, origin: float):
@@ -293,53 +294,42 @@ def vertex_colors(G, ws: torch.Tensor, vertices: np.ndarray, chunk_size: int = 2
     return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
 
 
-def keep_largest_component(mesh):
-    """The connected component with the most faces (drops floaters)."""
-    parts = mesh.split(only_watertight=False)
-    return max(parts, key=lambda m: len(m.faces)) if len(parts) > 1 else mesh
+def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The connected piece of a triangle mesh with the most faces: (vertices, faces, pieces dropped).
+    Drops floaters and the inner surfaces of cavities (separate pieces inside the head)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-
-def clean_volume(density: np.ndarray, level: float) -> tuple[np.ndarray, dict]:
-    """Keep the largest solid region of ``density >= level`` and fill the cavities inside it.
-
-    Other solid regions (floaters) are emptied and enclosed empty pockets are made solid, so
-    marching cubes gives one closed outer surface; voxels of the kept region and the empty space
-    around it keep their values, so the surface stays where it was. Returns (density, counts).
-    """
-    from scipy import ndimage
-
-    solid = density >= level
-    labels, n = ndimage.label(solid, structure=np.ones((3, 3, 3), bool))  # corners touch in marching cubes too
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2)
+    n, label = connected_components(graph, directed=False)
     if n <= 1:
-        keep = solid
-    else:
-        keep = labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1
-    cavities = ndimage.binary_fill_holes(keep) & ~keep
-    out = density.copy()
-    dropped = solid & ~keep
-    out[dropped] = 0
-    out[cavities] = max(2 * level, float(density.max()))
-    return out, {"floater_voxels": int(dropped.sum()), "cavity_voxels": int(cavities.sum())}
+        return vertices, faces, 0
+    face_label = label[faces[:, 0]]
+    keep = face_label == np.argmax(np.bincount(face_label, minlength=n))
+    used = np.unique(faces[keep])
+    remap = np.full(len(vertices), -1, np.int64)
+    remap[used] = np.arange(len(used))
+    return vertices[used], remap[faces[keep]], int(len(np.unique(face_label)) - 1)
 
 
 def mesh_from_grid(grid: DensityGrid, level="auto", crop: str = "render", keep_largest: bool = True):
     """trimesh.Trimesh of a density grid (no colours); ``level`` is an activated density or 'auto'.
 
-    With ``keep_largest`` only the head's surface is kept: floaters dropped and inner cavities
-    filled (:func:`clean_volume`), then the largest connected piece of the surface.
+    With ``keep_largest`` only the largest connected piece of the surface is kept (the head's outer
+    surface: floaters and the inner walls of cavities go).
     """
     import trimesh
 
     density = grid.density(crop)
     level = auto_level(density, grid.voxel_size) if level == "auto" else float(level)
-    cleaned = {}
+    mesh = trimesh.Trimesh(*marching_cubes(density, level, grid.voxel_size, grid.origin), process=True)
+    dropped = 0
     if keep_largest:
-        density, cleaned = clean_volume(density, level)
-    verts, faces = marching_cubes(density, level, grid.voxel_size, grid.origin)
-    mesh = trimesh.Trimesh(verts, faces, process=True)
-    if keep_largest:
-        mesh = keep_largest_component(mesh)
-    mesh.metadata.update(iso_level=level, **cleaned)
+        verts, faces, dropped = largest_component(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces))
+        if dropped:
+            mesh = trimesh.Trimesh(verts, faces, process=False)
+    mesh.metadata.update(iso_level=level, pieces_dropped=dropped)
     return mesh
 
 
@@ -558,8 +548,7 @@ def build_head_mesh(G, ws: torch.Tensor, options: MeshOptions | None = None, *, 
     info = {"resolution": grid.resolution, "iso_level": float(mesh.metadata["iso_level"]),
             "marching_cubes_faces": mc_faces, "vertices": len(vertices), "faces": len(faces),
             "watertight": bool(mesh.is_watertight), "scale_m_per_unit": float(options.scale),
-            "floater_voxels": mesh.metadata.get("floater_voxels", 0),
-            "cavity_voxels": mesh.metadata.get("cavity_voxels", 0), "texture_size": None}
+            "pieces_dropped": mesh.metadata.get("pieces_dropped", 0), "texture_size": None}
     atlas = texture = None
     if options.texture and options.colors:
         from . import texture as tx

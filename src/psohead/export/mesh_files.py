@@ -23,8 +23,9 @@ _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP = 9729, 9987, 33071
 
 
-def png_bytes(image: np.ndarray, compress_level: int = 6) -> bytes:
-    """uint8 [H,W,3] image as PNG bytes."""
+def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """uint8 [H,W,3] image as PNG bytes. zlib level 1 by default: textures encode several times
+    faster than at PIL's default level for files a little larger (BENCHMARKS.md, meshes)."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -108,9 +109,9 @@ def write_glb(path, vertices, faces, normals, **kwargs) -> Path:
 
 
 def _rows(prefix: str, array: np.ndarray, fmt: str) -> str:
-    buf = io.StringIO()
-    np.savetxt(buf, array, fmt=f"{prefix} {fmt}")
-    return buf.getvalue()
+    """One text line per row of ``array``: one %-format over the whole array (savetxt formats
+    row by row, several times slower)."""
+    return (f"{prefix} {fmt}\n" * len(array)) % tuple(np.asarray(array).ravel().tolist())
 
 
 def obj_text(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, *, uv: np.ndarray | None = None,
