@@ -334,10 +334,10 @@ def mesh_from_grid(grid: DensityGrid, level="auto", crop: str = "render", keep_l
 
 
 def refine_mesh(mesh, smoothing: int = 0, faces: int = 0):
-    """Taubin smoothing (``smoothing`` passes of a shrink and an inflate step: no shrinking, unlike
-    plain Laplacian smoothing) and
-    decimation to about ``faces`` faces (fast-simplification's quadric edge collapse; 0 keeps every
-    face). Holes the decimation may open are closed again. Returns a new trimesh.Trimesh."""
+    """Taubin smoothing (``smoothing`` passes of a shrink and an inflate step: unlike plain
+    Laplacian smoothing it does not shrink the head) and decimation to about ``faces`` faces
+    (fast-simplification's quadric edge collapse; 0 keeps every face). Holes the decimation may
+    open are closed again. Returns a new trimesh.Trimesh."""
     import fast_simplification
     import trimesh
 
@@ -396,9 +396,6 @@ def write_mesh(mesh, path: str | os.PathLike) -> Path:
     else:
         write_glb(path, v, f, n, colors=colours)
     return path
-
-
-MESH_FILES = ("head.glb", "head.obj", "head.mtl", "head_albedo.png", "head.ply")
 
 
 @dataclass

@@ -205,13 +205,13 @@ def photo_weight(texels: TexelMap, vertices: torch.Tensor, faces: torch.Tensor, 
     """Blend weight [N] of a photo taken by camera ``label``: 1 where it sees the surface within
     acos(``full``) of the normal, falling to 0 at acos(``none``) and within ``feather`` (fraction of
     the image) of the mesh's silhouette in the photo, where a crop's background lies close."""
+    from scipy import ndimage
+
     sample = sample_view(texels, vertices, faces, label, torch.zeros(1, *size, device=texels.points.device),
                          angle_power=1.0)
     cos = sample.weight  # cos of the angle where visible, 0 elsewhere
     w = ((cos - none) / (full - none)).clamp(0, 1)
     w = w * w * (3 - 2 * w)  # smoothstep
-    from scipy import ndimage
-
     cam = Camera.from_label(label, size)
     frags, _ = rasterize_view(vertices, faces, cam, closed=True)
     # distance in pixels from each pixel of the mesh's silhouette to the nearest pixel outside it
