@@ -11,7 +11,7 @@ against the ground-truth view nearest |yaw| = 180 degrees, as is and with each c
   (photo minus front render, median of the top quarter of the photo's mask): the shift ``fast``
   used before;
 * ``hair``         - shifted so its head's median colour is the photo's hair-band colour (what
-  ``fast`` ships, ``pseudo_back.prior_colour_shift``);
+  ``fast`` ships, ``inversion.back.prior.prior_colour_shift``);
 * ``oracle``       - shifted so its head's median colour is the ground-truth back's: the ceiling
   of any single colour shift.
 
@@ -32,34 +32,35 @@ import torch.nn.functional as F
 from fidelity import RESULTS, head_folders
 from psohead.api import load_generator
 from psohead.atomic import atomic_path
-from psohead.camera import yaw_pitch_from_label
-from psohead.inversion.imageio import mask_tensor
-from psohead.inversion.pseudo_back import back_cameras, hair_colour, prior_colour_shift, render_prior, shift_colour
-from psohead.inversion.reconstruct import reconstruct
+from psohead.camera import back_label, yaw_pitch_from_label
+from psohead.inversion.back.colour import hair_colour, shift_colour
+from psohead.inversion.back.prior import prior_colour_shift, render_prior
+from psohead.inversion.pipeline import Reconstructor
+from psohead.io.dataset import HeadDataset
+from psohead.io.images import mask_tensor
 from psohead.metrics.image import psnr
-from psohead.training.dataset import HeadDataset
 
 TARGETS = ("prior", "front-error", "hair", "oracle")
 
 
-def score_head(G, folder: Path, device: str) -> dict:
+def score_head(pipeline: Reconstructor, folder: Path) -> dict:
     ds = HeadDataset(folder)
     yaws = yaw_pitch_from_label(ds.raw_labels)[0].rad2deg().abs()
     front_i, back_i = int(yaws.argmin()), int((yaws - 180).abs().argmin())
     img, mask, _ = ds[front_i]
-    rec = reconstruct(img.permute(1, 2, 0).numpy(), None, label=ds.raw_labels[front_i], mask=mask[0].numpy(),
-                      network=G, preset="fast", back="none", stage2_steps=0, device=device, progress=False)
-    G_s1, res = rec.G, int(rec.G.img_resolution)  # stage 2 ran no steps: this is the loaded G
+    rec = pipeline(img.permute(1, 2, 0).numpy(), label=ds.raw_labels[front_i], mask=mask[0].numpy(), back="none",
+                   stage2_steps=0, progress=False)
+    G, res, ro = pipeline.G, int(pipeline.G.img_resolution), rec.render_overrides  # untuned, as inversion renders
     front = next(v for v in rec.views if v.name == "front")
     photo_mask = mask_tensor(mask[0].numpy(), res)
-    back, back_mask = (t.cpu() for t in render_prior(G_s1, rec.ws, back_cameras(rec.label)[0][1].to(rec.ws.device)))
-    render_front, _ = render_prior(G_s1, rec.ws, front.label.to(rec.ws.device))
+    back, back_mask = (t.cpu() for t in render_prior(G, rec.ws, back_label(rec.label).to(rec.ws.device), ro))
+    render_front, _ = render_prior(G, rec.ws, front.label.to(rec.ws.device), ro)
     gt_img, gt_mask, _ = ds[back_i]
     gt = F.interpolate(gt_img[None].float() / 127.5 - 1, size=(res, res), mode="area")
     gt_m = F.interpolate(gt_mask[None].float() / 255, size=(res, res), mode="bilinear", align_corners=False)
     shifts = {"prior": torch.zeros(3),
-              "front-error": hair_colour(front.image, photo_mask) - hair_colour(render_front.cpu(), photo_mask),
-              "hair": prior_colour_shift(front, photo_mask, back, back_mask),
+              "front-error": hair_colour(front.image.cpu(), photo_mask) - hair_colour(render_front.cpu(), photo_mask),
+              "hair": prior_colour_shift(front, photo_mask, back, back_mask).cpu(),
               "oracle": hair_colour(gt, gt_m, band=1.0) - hair_colour(back, back_mask, band=1.0)}
     gt_u8 = gt_img.permute(1, 2, 0).numpy()
     out = {}
@@ -78,13 +79,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--name", default="back_targets")
     args = ap.parse_args(argv)
-    G = load_generator(args.network, device="cpu")
+    pipeline = Reconstructor(load_generator(args.network, device="cpu"), device=args.device, preset="fast")
     heads = head_folders(args.orbits)[:args.heads]
     if not heads:
         raise SystemExit(f"no dataset folders under {args.orbits}")
     rows = {}
     for folder in heads:
-        rows[folder.name] = score_head(G, folder, args.device)
+        rows[folder.name] = score_head(pipeline, folder)
         print(folder.name, json.dumps({k: round(v, 2) for k, v in rows[folder.name].items()}), flush=True)
     mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in TARGETS}
     meta = {"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv),

@@ -15,6 +15,13 @@ per-stage seconds, CPU seconds and the machine load before/after, e.g. on the 2-
 
     python benchmarks/bench_inversion.py --photo examples/man.jpg --preset fast --device cpu
     # -> benchmarks/results/bench_inversion_cpu.{json,md}
+
+Loading once (``--reuse K``): K photos through one ``Reconstructor`` against K one-shot
+``psohead.reconstruct`` calls (what ``reconstruct-batch`` workers did before they kept theirs);
+the per-photo difference is what loading once saves:
+
+    python benchmarks/bench_inversion.py --reuse 3 --photo examples/man.jpg --network default \
+        --set stage1.steps=5 --set stage2.steps=5 --device cpu   # -> results/bench_reuse_cpu.{json,md}
 """
 from __future__ import annotations
 
@@ -31,12 +38,12 @@ from pathlib import Path
 
 import torch
 
-from psohead.camera import label_from_yaw_pitch
+from psohead.camera import back_label, label_from_yaw_pitch
 from psohead.inversion.losses import build_perceptual
+from psohead.inversion.pipeline import Reconstructor, reconstruct
 from psohead.inversion.pivotal import PivotalConfig, tune
-from psohead.inversion.presets import get_preset
+from psohead.inversion.presets import parse_assignments, resolve_preset
 from psohead.inversion.projector import ProjectorConfig, latent_stats, project
-from psohead.inversion.pseudo_back import back_cameras
 from psohead.inversion.targets import BACK_WEIGHT, TargetView
 from psohead.networks.config import GeneratorConfig
 from psohead.networks.generator import TriGridGenerator
@@ -47,9 +54,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def make_generator(config: str, device) -> TriGridGenerator:
     cfg = GeneratorConfig.official() if config == "official" else GeneratorConfig.fixture_small()
     torch.manual_seed(0)
-    G = TriGridGenerator.from_config(cfg).to(device).eval()
-    G.rendering_kwargs = {**G.rendering_kwargs, "ray_start": 2.35}
-    return G
+    return TriGridGenerator.from_config(cfg).to(device).eval()
+
+
+RENDER = {"ray_start": 2.35}  # what inversion renders with
 
 
 def sync(device):
@@ -77,7 +85,7 @@ def bench(G, device, precision: str, steps: int, warmup: int, perceptual: str, d
         z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(1)).to(device)
         image = G.synthesis(G.mapping(z, label), label, noise_mode="const")["image"].float()
     stats = latent_stats(G, 1000)
-    back = back_cameras(label.cpu())[0][1]
+    back = back_label(label.cpu())
     views = [TargetView("front", image.cpu(), label.cpu(), 1.0),
              TargetView("back", image.flip(-1).cpu(), back, BACK_WEIGHT, None, "prior")]
     loss = build_perceptual(perceptual).to(device)
@@ -85,13 +93,14 @@ def bench(G, device, precision: str, steps: int, warmup: int, perceptual: str, d
         torch.cuda.reset_peak_memory_stats(device)
 
     def stage1(n):
-        project(G, views, loss, stats, ProjectorConfig(num_steps=n, deterministic=deterministic, cuda_graphs=graphs),
+        project(G, views, loss, stats, ProjectorConfig(num_steps=n, deterministic=deterministic, cuda_graphs=graphs,
+                                                       render_overrides=RENDER),
                 progress=False, precision=precision)
 
     def stage2(n):
         tune(G, stats.w_avg.repeat(1, G.num_ws, 1), views, loss,
-             PivotalConfig(num_steps=n, deterministic=deterministic, cuda_graphs=graphs), progress=False,
-             precision=precision)
+             PivotalConfig(num_steps=n, deterministic=deterministic, cuda_graphs=graphs, render_overrides=RENDER),
+             progress=False, precision=precision)
 
     s1 = time_stage(stage1, steps, warmup, device)
     s2 = time_stage(stage2, steps, warmup, device)
@@ -122,8 +131,6 @@ def _load() -> float:
 
 def bench_photo(args) -> int:
     """One end-to-end reconstruction; per-stage seconds from its reconstruction.json."""
-    from psohead.inversion.reconstruct import reconstruct
-
     with tempfile.TemporaryDirectory() as tmp:
         network = Path(args.network) if args.network else random_network(Path(tmp) / "G.safetensors", args.config)
         load_before = _load()
@@ -133,7 +140,7 @@ def bench_photo(args) -> int:
             torch.cuda.reset_peak_memory_stats(args.device)
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
-        preset = get_preset(args.preset, cuda_graphs=args.cuda_graphs[0] == "on")
+        preset = resolve_preset(args.preset, parse_assignments(args.set), runtime_cuda_graphs=args.cuda_graphs[0] == "on")
         reconstruct(args.photo, Path(tmp) / "out", network=str(network), preset=preset, device=args.device,
                     progress=False)
         wall = time.perf_counter() - t
@@ -143,9 +150,9 @@ def bench_photo(args) -> int:
     timings = {k: round(v, 2) for k, v in summary["timings"].items()}
     preset = summary["settings"]["preset"]
     row = {"photo": str(args.photo), "network": args.network or f"random {args.config}-config network",
-           "preset": preset["name"], "steps": [preset["stage1_steps"], preset["stage2_steps"]],
-           "s_per_step": [round(timings["stage1"] / max(preset["stage1_steps"], 1), 3),
-                          round(timings["stage2"] / max(preset["stage2_steps"], 1), 3)],
+           "preset": preset["name"], "steps": [preset["stage1"]["steps"], preset["stage2"]["steps"]],
+           "s_per_step": [round(timings["stage1"] / max(preset["stage1"]["steps"], 1), 3),
+                          round(timings["stage2"] / max(preset["stage2"]["steps"], 1), 3)],
            "total_s": round(wall, 1),
            "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
            "load_before": round(load_before, 2), "load_after": round(_load(), 2),
@@ -162,6 +169,41 @@ def bench_photo(args) -> int:
     result["rows"][args.tag] = row
     path.write_text(json.dumps(result, indent=1) + "\n")
     write_photo_table(result, RESULTS / f"{args.name}.md")
+    return 0
+
+
+def bench_reuse(args) -> int:
+    """Seconds per photo: K photos through one Reconstructor, and K one-shot reconstruct calls."""
+    with tempfile.TemporaryDirectory() as tmp:
+        network = args.network or str(random_network(Path(tmp) / "G.safetensors", args.config))
+        preset = resolve_preset(args.preset, parse_assignments(args.set))
+        runs = {}
+        for mode in ("one-shot", "reused"):
+            sync(args.device)
+            t = time.perf_counter()
+            pipeline = Reconstructor(network, device=args.device, preset=preset) if mode == "reused" else None
+            for k in range(args.reuse):
+                out = Path(tmp) / f"{mode}{k}"
+                if pipeline is None:
+                    reconstruct(args.photo, out, network=network, device=args.device, preset=preset, progress=False)
+                else:
+                    pipeline(args.photo, out, progress=False)
+            sync(args.device)
+            runs[mode] = (time.perf_counter() - t) / args.reuse
+    dev = torch.device(args.device)
+    row = {"photo": str(args.photo), "network": args.network or f"random {args.config}-config network",
+           "photos": args.reuse, "preset": preset.name, "steps": [preset.stage1.steps, preset.stage2.steps],
+           "one_shot_s_per_photo": round(runs["one-shot"], 2), "reused_s_per_photo": round(runs["reused"], 2),
+           "saved_s_per_photo": round(runs["one-shot"] - runs["reused"], 2), "machine": machine_name(dev),
+           "date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv)}
+    print(json.dumps(row), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(row, indent=1) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(
+        f"# Loading once: {args.reuse} photos, {row['network']}, {dev.type}\n\n"
+        f"{row['machine']}; {row['date']}; `{row['command']}`\n\n"
+        "| one-shot reconstruct s/photo | one Reconstructor s/photo | saved s/photo |\n|---|---|---|\n"
+        f"| {row['one_shot_s_per_photo']} | {row['reused_s_per_photo']} | {row['saved_s_per_photo']} |\n")
     return 0
 
 
@@ -214,6 +256,10 @@ def main(argv=None) -> int:
     ap.add_argument("--network", default=None, help="with --photo: network file (default: a random "
                                                     "network of the default training preset)")
     ap.add_argument("--tag", default="current", help="with --photo: row name in the results (e.g. before / after)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="with --photo: change a preset field, as on psohead reconstruct (repeatable)")
+    ap.add_argument("--reuse", type=int, default=0, metavar="K",
+                    help="with --photo: K photos through one Reconstructor against K one-shot reconstructs")
     ap.add_argument("--name", default=None, help="results file name (default bench_inversion, with --photo "
                                                  "bench_inversion_<device type>)")
     args = ap.parse_args(argv)
@@ -222,6 +268,9 @@ def main(argv=None) -> int:
         args.config = args.config or "default"
         if args.config == "small":
             ap.error("--photo takes --config official or default")
+        if args.reuse:
+            args.name = args.name or f"bench_reuse_{torch.device(args.device).type}"
+            return bench_reuse(args)
         args.name = args.name or f"bench_inversion_{torch.device(args.device).type}"
         return bench_photo(args)
     args.preset = args.preset or "official"
@@ -231,12 +280,13 @@ def main(argv=None) -> int:
     args.name = args.name or "bench_inversion"
 
     G = make_generator(args.config, args.device)
-    preset = get_preset(args.preset)
+    preset = resolve_preset(args.preset)
     rows = []
     for precision, graphs in ((p, g) for p in args.precision for g in args.cuda_graphs):
         row = bench(G, args.device, precision, args.steps, args.warmup, args.perceptual, args.deterministic,
                     graphs == "on")
-        row["per_photo_s"] = row["stage1_s_per_step"] * preset.stage1_steps + row["stage2_s_per_step"] * preset.stage2_steps
+        row["per_photo_s"] = (row["stage1_s_per_step"] * preset.stage1.steps
+                              + row["stage2_s_per_step"] * preset.stage2.steps)
         rows.append(row)
         print(json.dumps(row), flush=True)
     machine = machine_name(torch.device(args.device))
@@ -248,8 +298,8 @@ def main(argv=None) -> int:
     lines = [f"# Inversion speed ({args.config} config, random weights, front + back view)", "",
              f"Machine: {machine}; torch {torch.__version__}; {result['date']}; perceptual {args.perceptual}",
              f"Command: `{result['command']}`", "",
-             f"| precision | CUDA graphs | stage 1 s/step | stage 2 s/step | per photo ({preset.stage1_steps}+"
-             f"{preset.stage2_steps}) s | peak GiB |",
+             f"| precision | CUDA graphs | stage 1 s/step | stage 2 s/step | per photo ({preset.stage1.steps}+"
+             f"{preset.stage2.steps}) s | peak GiB |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         peak = "-" if r["peak_mem_gib"] is None else f"{r['peak_mem_gib']:.2f}"

@@ -4,7 +4,8 @@
     python benchmarks/bench_pose.py               # evaluate only
 
 Writes benchmarks/results/preprocess.{json,md}. Reports, per official sample: yaw/pitch/roll
-error of the label (fit on all three, and leave-one-out: calibrated on the other two), camera
+error of the label (fit on all three, and leave-one-out: calibrated on the other two; each with
+its mirror image), the same for the mirrored photo against the mirrored label, camera
 translation error, re-crop PSNR, mask IoU; plus synthetic PnP recovery (template projected with
 known poses and 1 px landmark noise).
 """
@@ -24,7 +25,7 @@ from PIL import Image
 
 from psohead import camera
 from psohead.preprocess import align, pose
-from psohead.preprocess.landmarks import predict_landmarks
+from psohead.preprocess.landmarks import face_mesh_points, predict_landmarks
 from psohead.preprocess.pipeline import CANVAS_BOX
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def geodesic_deg(a: np.ndarray, b: np.ndarray) -> float:
     return math.degrees(math.acos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1)))
 
 
-def synthetic(n: int = 200, noise_px: float = 1.0, seed: int = 0) -> dict:
+def synthetic(n: int = 200, noise_px: float = 1.0, seed: int = 0, points: int = 68) -> dict:
     """Project the template with random known poses (+noise) into the canvas; recover by PnP."""
     import cv2
 
@@ -62,12 +63,12 @@ def synthetic(n: int = 200, noise_px: float = 1.0, seed: int = 0) -> dict:
         r = cv2.Rodrigues(np.radians(ypr[[1, 0, 2]]))[0]  # any rotation family will do
         r_cv = pose.FLIP_YZ @ r
         t = np.array([rng.uniform(-3, 3), rng.uniform(-3, 3), rng.uniform(100, 130)])
-        p = (pose.template() @ r_cv.T + t) @ k.T
-        lm = p[:, :2] / p[:, 2:] + rng.normal(0, noise_px, (68, 2))
+        p = (pose.template(points) @ r_cv.T + t) @ k.T
+        lm = p[:, :2] / p[:, 2:] + rng.normal(0, noise_px, (points, 2))
         r_est, _, _ = pose.solve_pnp(lm)
         errs.append(geodesic_deg(r_est, r_cv))
     errs = np.array(errs)
-    return {"n": n, "noise_px": noise_px, "mean_deg": float(errs.mean()), "p95_deg": float(np.percentile(errs, 95)),
+    return {"n": n, "noise_px": noise_px, "points": points, "mean_deg": float(errs.mean()), "p95_deg": float(np.percentile(errs, 95)),
             "max_deg": float(errs.max())}
 
 
@@ -81,15 +82,16 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true")
     args = ap.parse_args()
     samples = load_samples()
-    lms = [predict_landmarks(rgb, CANVAS_BOX, symmetric=True) for _, rgb, _ in samples]
+    lm68 = [predict_landmarks(rgb, CANVAS_BOX, symmetric=True) for _, rgb, _ in samples]
+    sets = {68: lm68, 468: [face_mesh_points(rgb, lm) for (_, rgb, _), lm in zip(samples, lm68)]}
     labels = [lb for _, _, lb in samples]
     if args.calibrate:
-        calib = pose.calibrate(lms, labels)
-        ASSET.write_text(json.dumps(calib.to_json(), indent=1) + "\n")
+        fitted = {n: pose.calibrate(lms, labels) for n, lms in sets.items()}
+        ASSET.write_text(json.dumps({f"points{n}": c.to_json() for n, c in fitted.items()}, indent=1) + "\n")
         pose.default_calibration.cache_clear()
     rows = []
     for i, (name, rgb, truth) in enumerate(samples):
-        loo = pose.calibrate(lms[:i] + lms[i + 1:], labels[:i] + labels[i + 1:])
+        loo = {n: pose.calibrate(lms[:i] + lms[i + 1:], labels[:i] + labels[i + 1:]) for n, lms in sets.items()}
         t0 = time.perf_counter()
         face = align(rgb, name=name)
         secs = time.perf_counter() - t0
@@ -107,6 +109,11 @@ def main() -> None:
                                                       pose.rotation_from_label(truth)), 3),
                "translation_err": round(t_err, 4), "recrop_psnr_db": round(10 * math.log10(255 ** 2 / mse), 2),
                "align_seconds": round(secs, 3)}
+        # the mirrored photo must give the mirrored camera
+        face_m = align(np.ascontiguousarray(rgb[:, ::-1]), name=name, with_mask=False)
+        err_m = np.array([face_m.yaw, face_m.pitch, face_m.roll]) - angles(camera.flip_label(truth))
+        row["err_ypr_mirrored"] = err_m.round(3).tolist()
+        row["mirror_yaw_sum"] = round(face.yaw + face_m.yaw, 3)
         seg = SAMPLES / "seg" / name.replace(".jpg", ".png")
         if seg.is_file():
             row["mask_iou"] = round(iou(np.asarray(face.mask), np.asarray(Image.open(seg).convert("L"))), 4)
@@ -115,24 +122,29 @@ def main() -> None:
     result = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
               f"{platform.python_implementation()} {platform.python_version()}",
               "command": "python benchmarks/bench_pose.py" + (" --calibrate" if args.calibrate else ""),
-              "samples": rows, "synthetic_pnp": synthetic()}
+              "samples": rows, "synthetic_pnp": synthetic(), "synthetic_pnp_mesh": synthetic(points=468)}
     print(result["synthetic_pnp"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "preprocess.json").write_text(json.dumps(result, indent=1) + "\n")
     md = [f"# Preprocess: pose calibration, re-crop and mask\n", f"Machine: {result['machine']}; date "
           f"{result['date']}; command `{result['command']}`.\n",
           "Errors are estimate − official label, degrees (3DDFA yaw/pitch/roll). LOO: calibrated on the "
-          "other two samples only. Translation: |Δ camera centre| in world units (radius 2.7).\n",
-          "| sample | Δyaw | Δpitch | Δroll | LOO Δyaw | LOO Δpitch | LOO Δroll | rot. err ° | Δt | re-crop PSNR dB | mask IoU |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "other two samples (and their mirror images) only. Translation: |Δ camera centre| in world units (radius 2.7).\n",
+          "Mirrored: the photo flipped left-right against the flipped official label; yaw + mirrored yaw "
+          "is 0 for a pose estimate that treats both sides alike.\n",
+          "| sample | Δyaw | Δpitch | Δroll | LOO Δyaw | LOO Δpitch | LOO Δroll | mirrored Δyaw | mirrored Δpitch | "
+          "mirrored Δroll | yaw + mirrored yaw | rot. err ° | Δt | re-crop PSNR dB | mask IoU |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['sample']} | {r['err_ypr'][0]:+.2f} | {r['err_ypr'][1]:+.2f} | {r['err_ypr'][2]:+.2f} | "
                   f"{r['err_ypr_leave_one_out'][0]:+.2f} | {r['err_ypr_leave_one_out'][1]:+.2f} | "
-                  f"{r['err_ypr_leave_one_out'][2]:+.2f} | {r['rotation_err_deg']:.2f} | {r['translation_err']:.3f} | "
+                  f"{r['err_ypr_leave_one_out'][2]:+.2f} | {r['err_ypr_mirrored'][0]:+.2f} | "
+                  f"{r['err_ypr_mirrored'][1]:+.2f} | {r['err_ypr_mirrored'][2]:+.2f} | {r['mirror_yaw_sum']:+.2f} | "
+                  f"{r['rotation_err_deg']:.2f} | {r['translation_err']:.3f} | "
                   f"{r['recrop_psnr_db']:.2f} | {r.get('mask_iou', '–')} |")
-    s = result["synthetic_pnp"]
-    md.append(f"\nSynthetic PnP ({s['n']} random poses, yaw ±60°, pitch/roll ±30°, {s['noise_px']} px noise): "
-              f"mean {s['mean_deg']:.2f}°, p95 {s['p95_deg']:.2f}°, max {s['max_deg']:.2f}°.\n")
+    for s in (result["synthetic_pnp"], result["synthetic_pnp_mesh"]):
+        md.append(f"\nSynthetic PnP, {s['points']} points ({s['n']} random poses, yaw ±60°, pitch/roll ±30°, "
+                  f"{s['noise_px']} px noise): mean {s['mean_deg']:.2f}°, p95 {s['p95_deg']:.2f}°, max {s['max_deg']:.2f}°.\n")
     (RESULTS / "preprocess.md").write_text("\n".join(md))
 
 

@@ -13,13 +13,12 @@ ground truth and the render see the head) and identity similarity (dlib face des
 only where dlib finds a face in both). Rows are averaged per |yaw| bucket for every (back strategy, preset).
 Writes benchmarks/results/NAME.{json,md} (``--name``, default fidelity) after every head, so a run
 cut short keeps what it finished (the table says how many heads a row has). ``--stage1-steps/--stage2-steps`` override the presets'
-step counts (``--stage2-steps 0`` scores the stage-1 latent alone). Goal: prior beats none by >= 1.5 dB PSNR on back buckets
-without losing > 0.3 dB on the front.
+step counts (``--stage2-steps 0`` scores the stage-1 latent alone) and ``--set section.field=value`` any preset field, as
+on ``psohead reconstruct``. Goal: prior beats none by >= 1.5 dB PSNR on back buckets without losing > 0.3 dB on the front.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import sys
@@ -32,11 +31,11 @@ import torch.nn.functional as F
 from psohead.api import load_generator
 from psohead.atomic import atomic_path
 from psohead.camera import FOCAL, apply_offset, yaw_pitch_from_label
-from psohead.inversion.presets import Preset, get_preset
-from psohead.inversion.reconstruct import reconstruct
+from psohead.inversion.pipeline import Reconstructor
+from psohead.inversion.presets import parse_assignments, resolve_preset
+from psohead.io.dataset import HeadDataset
 from psohead.metrics.geometry import depth_error
 from psohead.metrics.image import mask_iou, psnr, ssim
-from psohead.training.dataset import HeadDataset
 
 BUCKETS = ((0, 30), (30, 60), (60, 90), (90, 135), (135, 181))
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,37 +57,30 @@ def camera_z(ray_depth: torch.Tensor, res: int, focal: float = FOCAL) -> np.ndar
     return (d / torch.sqrt(1 + x ** 2 + y ** 2)).numpy()
 
 
+_IDENTITY = None
+
+
 def identity_similarity(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Cosine similarity of dlib face descriptors of two uint8 images, None if either has no face."""
+    """Cosine similarity of dlib face descriptors of two uint8 images, None if either has no face
+    or dlib is not installed."""
+    global _IDENTITY
     try:
-        import face_recognition_models
-        import dlib
+        from psohead.metrics.identity import IdentityModel
+
+        _IDENTITY = _IDENTITY or IdentityModel()
     except ImportError:
         return None
-    global _DLIB
-    if "_DLIB" not in globals():
-        _DLIB = (dlib.get_frontal_face_detector(),
-                 dlib.shape_predictor(face_recognition_models.pose_predictor_model_location()),
-                 dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location()))
-    det, sp, rec = _DLIB
-    descs = []
-    for img in (a, b):
-        faces = det(img, 1)
-        if not faces:
-            return None
-        descs.append(np.asarray(rec.compute_face_descriptor(img, sp(img, faces[0]))))
-    return float(descs[0] @ descs[1] / (np.linalg.norm(descs[0]) * np.linalg.norm(descs[1])))
+    return _IDENTITY.similarity(a, b)
 
 
-def evaluate_head(G, folder: Path, back: str, preset: str, fk_bank, device) -> list[dict]:
+def evaluate_head(pipeline: Reconstructor, folder: Path, back: str) -> list[dict]:
     ds = HeadDataset(folder)
     labels = ds.raw_labels
     yaws = yaw_pitch_from_label(labels)[0].rad2deg()
     front_i = int(yaws.abs().argmin())
     img, mask, _ = ds[front_i]
     front = img.permute(1, 2, 0).numpy()
-    rec = reconstruct(front, None, label=labels[front_i], mask=mask[0].numpy(), network=G, preset=preset, back=back,
-                      fk_bank=fk_bank, device=device, progress=False)
+    rec = pipeline(front, label=labels[front_i], mask=mask[0].numpy(), back=back, progress=False)
     rows = []
     for i in range(len(ds)):
         if i == front_i:
@@ -147,20 +139,10 @@ def main(argv=None) -> int:
     ap.add_argument("--stage1-steps", type=int, default=None, help="override every preset's stage-1 steps")
     ap.add_argument("--stage2-steps", type=int, default=None, help="override every preset's stage-2 steps "
                                                                    "(0: score the stage-1 latent alone)")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override a preset field, e.g. --set prior_colour_match=true (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="override a preset field, e.g. --set back.colour_match=true (repeatable)")
     args = ap.parse_args(argv)
-    fields = {f.name for f in dataclasses.fields(Preset)}
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in fields:
-            ap.error(f"--set: no preset field {key!r}")
-        kind = type(getattr(get_preset("fast"), key))
-        if kind is bool:
-            overrides[key] = value.lower() in ("1", "true", "on", "yes")
-        else:  # a field whose default is None (e.g. render_batch) takes a JSON value
-            overrides[key] = json.loads(value) if kind is type(None) else kind(value)
+    overrides = parse_assignments(args.set)
 
     G = load_generator(args.network, device="cpu")
     heads = head_folders(args.orbits)[:args.heads]
@@ -170,13 +152,16 @@ def main(argv=None) -> int:
             "network": args.network, "heads": [h.name for h in heads]}
     results = {}
     for name in args.presets:
-        preset = get_preset(name, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, **overrides)
-        tag = name if preset == get_preset(name) else f"{name}[{preset.stage1_steps}+{preset.stage2_steps}]"
+        preset = resolve_preset(name, overrides, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
+        steps = (preset.stage1.steps, preset.stage2.steps)
+        base = resolve_preset(name)
+        tag = name if steps == (base.stage1.steps, base.stage2.steps) else f"{name}[{steps[0]}+{steps[1]}]"
         tag += "".join(f",{k}={v}" for k, v in overrides.items())
+        pipeline = Reconstructor(G, device=args.device, preset=preset, fk_bank=args.fk_bank)
         for back in args.backs:
             rows = []
             for folder in heads:
-                rows += evaluate_head(G, folder, back, preset, args.fk_bank, args.device)
+                rows += evaluate_head(pipeline, folder, back)
                 results[f"{back}/{tag}"] = {"buckets": bucket_table(rows), "rows": rows}
                 write_results(args.name, meta, results)  # after every head: a run cut short keeps what it did
                 print(f"{back}/{tag}: {folder.name} done", flush=True)

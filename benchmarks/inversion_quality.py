@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from psohead.camera import label_from_yaw_pitch
-from psohead.inversion.pseudo_back import back_cameras
-from psohead.inversion.reconstruct import reconstruct
+from psohead.camera import back_label, label_from_yaw_pitch
+from psohead.inversion.pipeline import reconstruct
 from psohead.networks.generator import TriGridGenerator
 from psohead.training.presets import preset as training_preset
 
@@ -49,13 +48,14 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     G = TriGridGenerator.from_config(training_preset("default")[0]).eval().requires_grad_(False)
-    G.rendering_kwargs = {**G.rendering_kwargs, "ray_start": 2.35}  # what inversion renders with
+    ro = {"ray_start": 2.35}  # what inversion renders with
     label = label_from_yaw_pitch(torch.tensor(args.yaw).deg2rad().item())
     z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(args.seed))
     with torch.no_grad():
         ws = G.mapping(z, label)
-        target = G.synthesis(ws, label, noise_mode="const", deterministic=True)["image"]
-        true_back = G.synthesis(ws, back_cameras(label)[0][1], noise_mode="const", deterministic=True)["image"]
+        target = G.synthesis(ws, label, noise_mode="const", deterministic=True, render_overrides=ro)["image"]
+        true_back = G.synthesis(ws, back_label(label), noise_mode="const", deterministic=True,
+                                render_overrides=ro)["image"]
     load = os.getloadavg()[0]
     t = time.perf_counter()
     rec = reconstruct(target, None, label=label[0], network=G, preset=args.preset, back="prior", device="cpu",

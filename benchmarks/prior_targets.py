@@ -23,7 +23,7 @@ so a closer target is the candidate for a better back. Targets:
   members' disagreement there (mean weight L, at most 1): shrink most where the guess is least sure;
 * ``eb-C``         - per-pixel empirical-Bayes blend of the members' mean towards the mean head's
   back: weight C v / (C v + d), v the members' variance, d the squared gap between the two
-  (``prior_shrink_spread = C``, ``pseudo_back.spread_weights``);
+  (``back.shrink spread`` with ``back.shrink_amount = C``, ``inversion.back.prior.spread_weights``);
 * ``pop-L``        - ``mean`` blended with weight L towards the mean of 16 random heads' views
   (the population's mean image rather than the mean latent's head), in the photo's hair colour.
 
@@ -41,7 +41,6 @@ per-head difference to ``shipped`` (mean +- standard error). ``final`` comes fro
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import sys
@@ -55,14 +54,14 @@ from fidelity import RESULTS, head_folders
 from psohead.api import load_generator
 from psohead.atomic import atomic_path
 from psohead.camera import apply_offset, split_label, yaw_pitch_from_label
-from psohead.inversion.imageio import mask_tensor
-from psohead.inversion.presets import get_preset
-from psohead.inversion.projector import latent_stats
-from psohead.inversion.pseudo_back import (back_cameras, camera_labels, local_mean, member_renders,
-                                          prior_colour_shift, prior_renders, shift_colour, spread_weights)
-from psohead.inversion.reconstruct import reconstruct
+from psohead.inversion.back.colour import shift_colour
+from psohead.inversion.back.prior import (back_cameras, camera_labels, local_mean, member_renders, prior_colour_shift,
+                                          spread_weights)
+from psohead.inversion.pipeline import Reconstructor
+from psohead.inversion.presets import resolve_preset
+from psohead.io.dataset import HeadDataset
+from psohead.io.images import mask_tensor
 from psohead.metrics.image import psnr
-from psohead.training.dataset import HeadDataset
 
 SHRINK = (0.05, 0.1, 0.15, 0.2)
 TRUNC = (0.9,)
@@ -96,69 +95,75 @@ def score(images: torch.Tensor, ds: HeadDataset, idx: list[int]) -> float:
     return float(np.mean(values))
 
 
-def population_renders(G, front_label: torch.Tensor, labels: torch.Tensor, mirror: bool
+def population_renders(G, front_label: torch.Tensor, labels: torch.Tensor, mirror: bool, ro: dict
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean views (and masks) of POPULATION random heads (psi 1, conditioned on the photo's camera)."""
     z = torch.randn(POPULATION, G.z_dim, generator=torch.Generator().manual_seed(123)).to(labels.device)
     ws = G.mapping(z, front_label.expand(POPULATION, -1), truncation_psi=1)
-    return prior_renders(G, ws, labels, mirror)
+    return mean_renders(G, ws, labels, mirror, ro)
 
 
-def score_head(G, folder: Path, preset, device: str) -> dict:
+def mean_renders(G, ws, labels, mirror, ro) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views [V,3,H,W] and masks of the latents ``ws`` averaged over the latents (and the mirror)."""
+    images, masks = member_renders(G, ws, labels, mirror, ro)
+    return images.mean(0), masks.mean(0)
+
+
+def score_head(pipeline: Reconstructor, folder: Path) -> dict:
     ds = HeadDataset(folder)
     front_i = int(yaw_pitch_from_label(ds.raw_labels)[0].abs().argmin())
     img, mask, _ = ds[front_i]
-    rec = reconstruct(img.permute(1, 2, 0).numpy(), None, label=ds.raw_labels[front_i], mask=mask[0].numpy(),
-                      network=G, preset=preset, back="prior", device=device, progress=False)
+    preset = pipeline.preset
+    rec = pipeline(img.permute(1, 2, 0).numpy(), label=ds.raw_labels[front_i], mask=mask[0].numpy(), back="prior",
+                   progress=False)
     dev = rec.ws.device
-    G1, res = copy.deepcopy(G).to(dev), int(G.img_resolution)  # reconstruct tuned a copy: this is G untuned
-    if preset.ray_start is not None:  # render the candidates as reconstruct renders its targets
-        G1.rendering_kwargs = {**G1.rendering_kwargs, "ray_start": preset.ray_start}
-    labels = camera_labels(back_cameras(rec.label, preset.back_augment_degrees)).to(dev)
+    G1, res = pipeline.G, int(pipeline.G.img_resolution)  # the loaded, untuned generator
+    ro = rec.render_overrides  # render the candidates as reconstruct renders its targets
+    labels = camera_labels(back_cameras(rec.label, preset.back.augment_degrees)).to(dev)
     idx, mismatch = nearest_views(ds, labels.cpu())
     front = next(v for v in rec.views if v.name == "front")
     photo_mask = mask_tensor(mask[0].numpy(), res)
     members = rec.ws if rec.members is None else rec.members
-    w_avg = latent_stats(G1, preset.w_avg_samples).w_avg
+    w_avg = pipeline.latent_stats(preset).w_avg
 
     def shifted(images, masks):  # the photo's hair colour, measured on the back view (view 0)
         shift = prior_colour_shift(front, photo_mask, images[:1], masks[:1])
         return shift_colour(images, masks, shift.to(images.device))
 
-    mirror = preset.prior_mirror_average
-    pivot_im, pivot_m = prior_renders(G1, rec.ws, labels, mirror)
-    mean_im, mean_m = prior_renders(G1, members, labels, mirror)
+    mirror = preset.back.mirror_average
+    pivot_im, pivot_m = mean_renders(G1, rec.ws, labels, mirror, ro)
+    mean_im, mean_m = mean_renders(G1, members, labels, mirror, ro)
     base = mean_im  # the prior views as reconstruct makes them, before the blend towards the mean head
     if "prior_colour_shift" in rec.back:
         base = shift_colour(mean_im, mean_m, torch.tensor(rec.back["prior_colour_shift"]).to(dev))
-    head_im, head_m = prior_renders(G1, w_avg.repeat(1, members.shape[1], 1), labels, mirror)
+    head_im, head_m = mean_renders(G1, w_avg.repeat(1, members.shape[1], 1), labels, mirror, ro)
     mean_head = shifted(head_im, head_m)
     shipped = torch.cat([v.image for v in rec.views if v.source == "prior"])  # camera order as labels
     out = {"shipped": score(shipped, ds, idx), "mean": score(base, ds, idx),
            "pivot": score(shifted(pivot_im, pivot_m), ds, idx), "shift-mean": score(shifted(mean_im, mean_m), ds, idx)}
     for lam in SHRINK:
         out[f"shrink-{lam:g}"] = score((1 - lam) * base + lam * mean_head, ds, idx)
-    member_images = member_renders(G1, members, labels, mirror)[0]
+    member_images = member_renders(G1, members, labels, mirror, ro)[0]
     spread = local_mean(member_images.var(0, unbiased=False).mean(1, keepdim=True), 7)
     for lam in VSHRINK:
         weight = (lam * spread / spread.mean()).clamp(max=1)
         out[f"vshrink-{lam:g}"] = score((1 - weight) * base + weight * mean_head, ds, idx)
     for c in EB:
-        weight = spread_weights(member_images, base, mean_head, c)  # = prior_shrink_spread c
+        weight = spread_weights(member_images, base, mean_head, c)  # = back.shrink spread, shrink_amount c
         out[f"eb-{c:g}"] = score((1 - weight) * base + weight * mean_head, ds, idx)
-    population = shifted(*population_renders(G1, rec.label.to(dev), labels, mirror))
+    population = shifted(*population_renders(G1, rec.label.to(dev), labels, mirror, ro))
     for lam in POP:
         out[f"pop-{lam:g}"] = score((1 - lam) * base + lam * population, ds, idx)
     for psi in TRUNC:
-        im, m = prior_renders(G1, w_avg + psi * (members - w_avg), labels, mirror)
-        pim, pm = prior_renders(G1, w_avg + psi * (rec.ws - w_avg), labels[:1], mirror)
+        im, m = mean_renders(G1, w_avg + psi * (members - w_avg), labels, mirror, ro)
+        pim, pm = mean_renders(G1, w_avg + psi * (rec.ws - w_avg), labels[:1], mirror, ro)
         shift = prior_colour_shift(front, photo_mask, pim, pm)
         out[f"trunc-{psi:g}"] = score(shift_colour(im, m, shift.to(im.device)), ds, idx)
     out["final"] = score(rec.render(apply_offset(labels, rec.delta)), ds, idx)  # after stage 2, as fidelity.py
     w_mean = members.mean(0, keepdim=True)
-    out["wmean"] = score(shifted(*prior_renders(G1, w_mean, labels, mirror)), ds, idx)
+    out["wmean"] = score(shifted(*mean_renders(G1, w_mean, labels, mirror, ro)), ds, idx)
     for name, ws in (("front-pivot", rec.ws), ("front-wmean", w_mean)):
-        out[name] = score(prior_renders(G1, ws, front.label.to(dev))[0], ds, [front_i])
+        out[name] = score(mean_renders(G1, ws, front.label.to(dev), False, ro)[0], ds, [front_i])
     return out, mismatch
 
 
@@ -171,8 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--name", default="prior_targets")
     args = ap.parse_args(argv)
-    preset = get_preset(args.preset)
-    G = load_generator(args.network, device="cpu")
+    pipeline = Reconstructor(load_generator(args.network, device="cpu"), device=args.device,
+                             preset=resolve_preset(args.preset))
     heads = head_folders(args.orbits)[:args.heads]
     if not heads:
         raise SystemExit(f"no dataset folders under {args.orbits}")
@@ -180,7 +185,7 @@ def main(argv=None) -> int:
     meta = {"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv),
             "network": args.network, "preset": args.preset, "device": args.device}
     for folder in heads:
-        rows[folder.name], mismatch = score_head(G, folder, preset, args.device)
+        rows[folder.name], mismatch = score_head(pipeline, folder)
         if mismatch > 5:
             print(f"{folder.name}: an orbit view is {mismatch:.1f} degrees off a prior camera", flush=True)
         print(folder.name, json.dumps({k: round(v, 2) for k, v in rows[folder.name].items()}), flush=True)

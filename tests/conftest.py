@@ -35,3 +35,33 @@ def _deterministic_torch():
 @pytest.fixture
 def shared():
     return require_shared()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's Chromium under Playwright; skipped off-CI when either is missing, failed in CI."""
+    from browser import CHROMIUM, CHROMIUM_ARGS
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        msg = "the playwright package is not installed (pip install -e '.[dev]')"
+        pytest.fail(msg) if in_ci() else pytest.skip(msg)
+    if not CHROMIUM.is_file():
+        msg = f"{CHROMIUM} not found (apt-get install chromium; scripts/install.sh does it)"
+        pytest.fail(msg) if in_ci() else pytest.skip(msg)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    """A fresh page (own context) that records every request it makes: ``.page``, ``.requests``,
+    ``.outside()``."""
+    from browser import RecordedPage
+
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+    yield RecordedPage(context.new_page())
+    context.close()

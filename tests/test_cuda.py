@@ -17,14 +17,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 @pytest.fixture(scope="module")
 def reconstruction(tmp_path_factory):
     from inversion_tiny import rendered_target, tiny_generator
-    from psohead.inversion.presets import Preset
-    from psohead.inversion.reconstruct import reconstruct
+    from psohead.inversion.pipeline import reconstruct
+    from psohead.inversion.presets import Outputs, Preset, Rays, Stage1, Stage2
 
     G = tiny_generator()
     image, label, _ = rendered_target(G)
     out = tmp_path_factory.mktemp("cuda") / "out"
-    preset = Preset("test", 3, 3, deterministic=True, w_avg_samples=500, video_frames=8, video_fps=8,
-                    mesh_resolution=32, render_batch=4)
+    preset = Preset("test", Stage1(steps=3, w_avg_samples=500), Stage2(steps=3), Rays(deterministic=True),
+                    outputs=Outputs(video_frames=8, video_fps=8, mesh_resolution=32, render_batch=4))
     rec = reconstruct(image, out, label=label[0], network=G, preset=preset, back="prior", device="cuda",
                       progress=False)
     return rec, out
@@ -78,7 +78,7 @@ def test_graphed_step_matches_eager_and_follows_parameter_updates(stage):
     from inversion_tiny import rendered_target, tiny_generator
     from psohead.inversion.graphs import StepRenderer
     from psohead.inversion.pivotal import tuned_parameters
-    from psohead.inversion.pseudo_back import back_cameras
+    from psohead.inversion.back.prior import back_cameras
     from psohead.inversion.targets import TargetView
 
     G = tiny_generator()
@@ -113,3 +113,22 @@ def test_graphed_step_matches_eager_and_follows_parameter_updates(stage):
             for p in params[:4]:
                 p.add_(0.05 * torch.randn_like(p))
     assert graphed.used_graphs and graphed.fallback is None
+
+
+def test_reconstructor_serves_photos_on_the_gpu_without_changing_its_network():
+    """Two photos through one Reconstructor on CUDA: the loaded generator stays as loaded (its
+    rendering options too) and the tuned copies render with the inversion's ray start."""
+    from inversion_tiny import rendered_target, tiny_generator
+    from psohead.inversion.pipeline import Reconstructor
+
+    G = tiny_generator()
+    photos = [rendered_target(G, seed=s)[:2] for s in (1, 2)]
+    G = G.cuda()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    kwargs = dict(G.rendering_kwargs)
+    R = Reconstructor(G, device="cuda", preset="fast", stage1_steps=2, stage2_steps=2, stage1_w_avg_samples=200)
+    assert R.G is G
+    recs = [R(image, label=label[0], back="prior", progress=False) for image, label in photos]
+    assert G.rendering_kwargs == kwargs and all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    assert all(r.G.rendering_kwargs["ray_start"] == 2.35 for r in recs)
+    assert not torch.equal(recs[0].ws, recs[1].ws)

@@ -1,4 +1,4 @@
-"""Dataset loading, filtering, mirroring, checking and packing (psohead.training.dataset*)."""
+"""Dataset loading, filtering, mirroring, checking and packing (psohead.io.dataset*)."""
 import itertools
 import json
 import math
@@ -11,8 +11,9 @@ from PIL import Image
 
 from psohead import camera
 from psohead.errors import InputError
-from psohead.training.dataset import DatasetError, HeadDataset, InfiniteSampler, check_dataset, scan_dataset
-from psohead.training.dataset_writer import DatasetWriter, pack_dataset
+from psohead.io.dataset import DatasetError, HeadDataset, check_dataset, scan_dataset
+from psohead.training.sampler import InfiniteSampler
+from psohead.io.dataset_writer import DatasetWriter, pack_dataset
 from conftest import require_shared
 
 YAWS_DEG = [0, 30, -60, 100, 180, -150]

@@ -11,7 +11,8 @@ from export_standins import SphereG
 from psohead.camera import RADIUS, label_from_yaw_pitch
 from psohead.errors import InputError
 from psohead.export.video import turntable_yaws, write_turntable, write_video
-from psohead.export.views import make_grid, render_views, save_grid, to_uint8
+from psohead.export.views import make_grid, render_views, save_grid
+from psohead.io.images import to_uint8
 
 WS = torch.zeros(1, 14, 32)
 

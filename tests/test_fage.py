@@ -13,7 +13,7 @@ from psohead.training.loop import mix_batches
 
 def _dataset(root, n, res, value, yaw):
     """n flat images of one grey value, disc masks, all at one yaw."""
-    from psohead.training.dataset_writer import DatasetWriter
+    from psohead.io.dataset_writer import DatasetWriter
     yy, xx = np.mgrid[:res, :res]
     m = ((yy - res / 2) ** 2 + (xx - res / 2) ** 2 < (res * 0.3) ** 2).astype(np.uint8) * 255
     with DatasetWriter(root) as w:
@@ -24,7 +24,7 @@ def _dataset(root, n, res, value, yaw):
 
 def test_mix_batches_respects_ratio_over_many_draws(tmp_path):
     """Entries come from the FK loader with probability ratio, image, mask and label together."""
-    from psohead.training.dataset import HeadDataset
+    from psohead.io.dataset import HeadDataset
     real = HeadDataset(_dataset(tmp_path / "real", 4, 8, 10, 0.0))
     fk = HeadDataset(_dataset(tmp_path / "fk", 4, 8, 240, math.pi))
     batch = 8

@@ -98,7 +98,7 @@ def _expected(cfg, n):
 
 
 def test_builder_filters_follow_standin_truth(tmp_path):
-    from psohead.training.dataset import HeadDataset
+    from psohead.io.dataset import HeadDataset
     cfg = FKEnhanceConfig(n=32, seed=3, face_check="mirror", filters=FKFilters(keep_top=0.5))
     kinds, reasons, bright = _expected(cfg, cfg.n)
     assert all(kinds.count(k) >= 3 for k in ("disc", "empty", "full", "janus"))
@@ -170,8 +170,8 @@ def test_builder_tiny_network_output_format(tmp_path, tiny_files):
     """CLI on a real (random) tiny network: official dataset layout, back cameras, D scores, and
     the reconstruct --back fk consumer reads it."""
     from psohead.cli import main
-    from psohead.inversion.pseudo_back import fk_view
-    from psohead.training.dataset import HeadDataset
+    from psohead.inversion.back.fk import fk_view
+    from psohead.io.dataset import HeadDataset
     g_path, d_path = tiny_files
     out = tmp_path / "bank"
     rc = main(["fk-enhance", "--network", str(g_path), "--discriminator", str(d_path), "--out", str(out), "--n", "6",
@@ -199,7 +199,7 @@ def test_real_backs_import(tmp_path, synth_views):
     """A back photo with its mask file is kept with that mask; one on a plain backdrop gets a
     border matte; the man.jpg face photo is rejected by the face check."""
     pytest.importorskip("dlib")
-    from psohead.training.dataset import HeadDataset
+    from psohead.io.dataset import HeadDataset
     rgb, mask = (a[[0, 3]][:, [4]] for a in synth_views)
     folder = tmp_path / "backs"
     folder.mkdir()

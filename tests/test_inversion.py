@@ -11,11 +11,13 @@ from PIL import Image
 from psohead.errors import InputError, LabelError
 from psohead.inversion import losses
 from psohead.inversion.inputs import parse_extra_view, prepare_input
-from psohead.inversion.outputs import atomic_dir
-from psohead.inversion.presets import get_preset
+from psohead.atomic import atomic_dir
+from psohead.inversion.back.colour import mask_box
+from psohead.inversion.back.photo import place_by_mask
+from psohead.inversion.back.plan import plan_back
+from psohead.inversion.presets import BackPrior, resolve_preset
 from psohead.inversion.projector import ProjectorConfig, latent_stats, learning_rate
-from psohead.inversion.pseudo_back import mask_box, place_by_mask, plan_back, yaw_rotated
-from psohead.camera import label_from_yaw_pitch, yaw_pitch_from_label
+from psohead.camera import back_label, label_from_yaw_pitch, yaw_pitch_from_label
 
 
 def test_learning_rate_schedule_matches_official_formula():
@@ -102,7 +104,7 @@ def test_place_by_mask_matches_reference_width_and_top():
 
 def test_back_camera_is_front_turned_by_pi():
     front = label_from_yaw_pitch(0.3, 0.1)
-    yaw, pitch, radius = yaw_pitch_from_label(yaw_rotated(front, math.pi))
+    yaw, pitch, radius = yaw_pitch_from_label(back_label(front))
     assert float(yaw) == pytest.approx(0.3 - math.pi, abs=1e-5)
     assert float(pitch) == pytest.approx(0.1, abs=1e-5)
     assert float(radius) == pytest.approx(2.7, abs=1e-4)
@@ -111,12 +113,12 @@ def test_back_camera_is_front_turned_by_pi():
 @pytest.mark.parametrize("weight", [0.3, 0.6])
 def test_prior_views_share_the_prior_weight_and_average_it_when_alternating(weight):
     from inversion_tiny import rendered_target, tiny_generator
-    from psohead.inversion.pseudo_back import prior_views
+    from psohead.inversion.back.prior import prior_views
     from psohead.inversion.targets import step_views
 
     G = tiny_generator()
     _, label, ws = rendered_target(G)
-    views = prior_views(G, ws, label, augment_degrees=30.0, alternate=True, weight=weight)
+    views = prior_views(G, ws, label, BackPrior(augment_degrees=30.0, augment_alternate=True, weight=weight))
     assert [v.name for v in views] == ["back", "back+30", "back-30"]
     assert sum(v.weight for v in views) == pytest.approx(weight)
     yaws = [float(yaw_pitch_from_label(v.label)[0]) for v in views]
@@ -129,8 +131,8 @@ def test_prior_views_share_the_prior_weight_and_average_it_when_alternating(weig
 def test_plan_back(tmp_path):
     assert plan_back("none").kind == "none"
     assert plan_back("auto").kind == "prior"
-    assert plan_back("auto", fk_bank=tmp_path).kind == "prior"  # measured the better default
-    assert plan_back("fk", fk_bank=tmp_path).kind == "fk"
+    assert plan_back("auto", has_bank=True).kind == "prior"  # measured the better default
+    assert plan_back("fk", has_bank=True).kind == "fk"
     with pytest.raises(InputError, match="--fk-bank"):
         plan_back("fk")
     with pytest.raises(InputError, match="not found"):
@@ -167,12 +169,13 @@ def test_inputs_errors_and_dataset_json(tmp_path):
 
 
 def test_presets():
-    assert get_preset("auto").name == "fast"
-    official = get_preset("official")
-    assert (official.stage1_steps, official.stage2_steps, official.stage2_lr) == (500, 500, 3e-4)
-    assert get_preset("fast", stage2_steps=7).stage2_steps == 7
+    assert resolve_preset("auto").name == "fast"
+    official = resolve_preset("official")
+    assert (official.stage1.steps, official.stage2.steps, official.stage2.learning_rate) == (500, 500, 3e-4)
+    assert resolve_preset("fast", stage2_steps=7).stage2.steps == 7
+    assert resolve_preset("fast", {"stage2.steps": "7"}) == resolve_preset("fast", stage2_steps=7)
     with pytest.raises(InputError):
-        get_preset("slow")
+        resolve_preset("slow")
 
 
 def test_atomic_dir_interrupted_and_rerun(tmp_path):
@@ -219,7 +222,7 @@ def test_msssim_loss_matches_pytorch_msssim_at_the_window_it_picks(size):
 
 def test_prior_colour_shift_gives_the_prior_head_the_photos_hair_colour():
     from inversion_tiny import rendered_target, tiny_generator
-    from psohead.inversion.pseudo_back import prior_colour_shift, prior_views, render_prior
+    from psohead.inversion.back.prior import prior_colour_shift, prior_views, render_prior
     from psohead.inversion.targets import TargetView
 
     size = (128, 128)
@@ -247,7 +250,7 @@ def test_prior_colour_shift_gives_the_prior_head_the_photos_hair_colour():
 
 
 def test_mirrored_camera_is_the_negated_yaw_and_its_own_inverse():
-    from psohead.inversion.pseudo_back import mirrored_label
+    from psohead.camera import mirrored_label
 
     cam = label_from_yaw_pitch(torch.tensor([0.4, 2.9]), torch.tensor([0.15, -0.2]))
     mirrored = mirrored_label(cam)
@@ -261,13 +264,13 @@ def test_mirror_averaged_prior_is_left_right_symmetric():
     """A frontal photo's back camera is its own mirror, and the +-30 views are each other's: the
     averaged targets must show that symmetry exactly, whatever the (asymmetric) latent renders."""
     from inversion_tiny import tiny_generator
-    from psohead.inversion.pseudo_back import prior_views
+    from psohead.inversion.back.prior import prior_views
 
     G = tiny_generator()
     ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), torch.zeros(1, 25))
     front = label_from_yaw_pitch(0.0, 0.1)
-    plain = prior_views(G, ws, front, augment_degrees=30.0)
-    views = prior_views(G, ws, front, augment_degrees=30.0, mirror_average=True)
+    plain = prior_views(G, ws, front, BackPrior(augment_degrees=30.0))
+    views = prior_views(G, ws, front, BackPrior(augment_degrees=30.0, mirror_average=True))
 
     def gap(a, b):  # mean, not max: a few pixels move with 1e-7 changes of the camera (sample placement)
         return float((a - b).abs().mean())
@@ -308,14 +311,15 @@ def test_projector_members_without_noise_each_follow_the_single_run():
 
 def test_prior_of_an_ensemble_is_the_mean_of_its_members_priors():
     from inversion_tiny import tiny_generator
-    from psohead.inversion.pseudo_back import prior_views
+    from psohead.inversion.back.prior import prior_views
 
     G = tiny_generator()
     z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(5))
     ws = G.mapping(z, torch.zeros(2, 25))
     front = label_from_yaw_pitch(0.2, 0.0)
-    each = [prior_views(G, ws[i:i + 1], front, augment_degrees=45.0, mirror_average=True) for i in range(2)]
-    both = prior_views(G, ws, front, augment_degrees=45.0, mirror_average=True)
+    cfg = BackPrior(augment_degrees=45.0, mirror_average=True)
+    each = [prior_views(G, ws[i:i + 1], front, cfg) for i in range(2)]
+    both = prior_views(G, ws, front, cfg)
     assert float((each[0][0].image - each[1][0].image).abs().mean()) > 0.01
     for k, view in enumerate(both):
         assert torch.allclose(view.image, 0.5 * (each[0][k].image + each[1][k].image), atol=1e-5)
@@ -323,28 +327,28 @@ def test_prior_of_an_ensemble_is_the_mean_of_its_members_priors():
 
 
 def test_quality_preset_is_fast_with_an_ensemble_prior_shrunk_by_its_spread():
-    fast, quality = get_preset("fast"), get_preset("quality")
-    assert fast.prior_ensemble == 1 and quality.prior_ensemble == 4
-    assert quality.prior_shrink == 0 and quality.prior_shrink_spread > 0
-    assert dataclasses.replace(quality, name="fast", prior_ensemble=1, prior_shrink=fast.prior_shrink,
-                               prior_shrink_spread=0.0) == fast
-    with pytest.raises(InputError, match="prior_ensemble"):
-        get_preset("fast", prior_ensemble=0)
-    for bad in (-0.1, 1.0):
-        with pytest.raises(InputError, match="prior_shrink"):
-            get_preset("fast", prior_shrink=bad)
-    with pytest.raises(InputError, match="prior_shrink_spread must be >= 0"):
-        get_preset("quality", prior_shrink_spread=-1.0)
-    with pytest.raises(InputError, match="set one to 0"):  # two blends at once are ambiguous
-        get_preset("quality", prior_shrink=0.1)
-    with pytest.raises(InputError, match="prior_ensemble >= 2"):  # one member has no spread
-        get_preset("quality", prior_ensemble=1)
+    fast, quality = resolve_preset("fast"), resolve_preset("quality")
+    assert fast.stage1.members == 1 and quality.stage1.members == 4
+    assert (fast.back.shrink, quality.back.shrink) == ("flat", "spread") and quality.back.shrink_amount > 0
+    assert quality.override(stage1_members=1, back_shrink="flat", back_shrink_amount=fast.back.shrink_amount) \
+        == dataclasses.replace(fast, name="quality")
+    with pytest.raises(InputError, match="stage1.members"):
+        resolve_preset("fast", stage1_members=0)
+    for bad in (-0.1, 0.0, 1.0):
+        with pytest.raises(InputError, match="back.shrink_amount"):
+            resolve_preset("fast", back_shrink_amount=bad)
+    with pytest.raises(InputError, match="back.shrink_amount must be > 0"):
+        resolve_preset("quality", back_shrink_amount=-1.0)
+    with pytest.raises(InputError, match="back.shrink must be one of"):  # one field says which blend
+        resolve_preset("quality", back_shrink="both")
+    with pytest.raises(InputError, match="stage1.members >= 2"):  # one member has no spread
+        resolve_preset("quality", stage1_members=1)
 
 
 def test_spread_weights_are_the_empirical_bayes_shrinkage_of_the_members_mean():
     """Constant images: two members at m +- s have variance s^2, so the weight is
     c s^2 / (c s^2 + (p - t)^2); members that agree keep the prior (weight 0)."""
-    from psohead.inversion.pseudo_back import spread_weights
+    from psohead.inversion.back.prior import spread_weights
 
     size, s, gap, c = 64, 0.2, 0.3, 4.0
     members = torch.stack([torch.full((2, 3, size, size), 0.1 + s), torch.full((2, 3, size, size), 0.1 - s)])
@@ -358,7 +362,7 @@ def test_spread_weights_are_the_empirical_bayes_shrinkage_of_the_members_mean():
 
 
 def test_spread_weights_shrink_where_the_members_disagree_over_a_window_scaled_to_the_width():
-    from psohead.inversion.pseudo_back import spread_weights
+    from psohead.inversion.back.prior import spread_weights
 
     for width, half in ((256, 3), (512, 7)):  # windows of 7 and 15 pixels, ~2.75 % of the width
         members = torch.zeros(2, 1, 3, width, width)
@@ -373,7 +377,7 @@ def test_spread_weights_shrink_where_the_members_disagree_over_a_window_scaled_t
 
 
 def test_shrink_views_takes_one_weight_map_per_view():
-    from psohead.inversion.pseudo_back import shrink_views
+    from psohead.inversion.back.prior import shrink_views
     from psohead.inversion.targets import TargetView
 
     lab = label_from_yaw_pitch(0.0)

@@ -8,7 +8,7 @@ import torch
 
 from psohead.inversion.losses import MSSSIM
 from psohead.inversion.pivotal import tuned_parameters
-from psohead.inversion.pseudo_back import back_cameras
+from psohead.inversion.back.prior import back_cameras
 from psohead.inversion.graphs import StepRenderer
 from psohead.inversion.targets import TargetView, step_views, views_loss
 from psohead.networks import renderer, trigrid

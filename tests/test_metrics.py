@@ -102,3 +102,30 @@ def test_ms_ssim_matches_pytorch_msssim(size):
     b = (a + 0.15 * torch.randn(a.shape, generator=g)).clamp(0, 1)
     expect = reference.ms_ssim(a, b, data_range=1.0, size_average=False)
     assert torch.allclose(ms_ssim(a, b), expect, atol=1e-5)
+
+
+def test_colour_leakage_counts_backdrop_colours_on_the_head():
+    from psohead.metrics.image import colour_leakage
+
+    rng = np.random.default_rng(0)
+    photo = np.zeros((40, 40, 3), np.uint8)
+    photo[:, :20] = (200, 30, 30)  # red backdrop left
+    photo[:, 20:] = (60, 40, 30)   # dark-brown subject right
+    photo = np.clip(photo + rng.normal(0, 3, photo.shape), 0, 255).astype(np.uint8)
+    pmask = np.zeros((40, 40), np.uint8)
+    pmask[:, 20:] = 255
+    render = np.zeros((20, 20, 3), np.uint8)
+    rmask = np.zeros((20, 20), np.uint8)
+    rmask[5:15] = 255  # head: rows 5-14
+    render[:] = (200, 30, 30)
+    assert colour_leakage(render, rmask, photo, pmask) == 1.0
+    render[:] = (60, 40, 30)
+    assert colour_leakage(render, rmask, photo, pmask) == 0.0
+    render[:, :10] = (201, 32, 28)  # half the head carries the backdrop
+    assert colour_leakage(render, rmask, photo, pmask) == 0.5
+    render[:] = (30, 200, 30)  # a colour from neither: not leakage
+    assert colour_leakage(render, rmask, photo, pmask) == 0.0
+    render[:5] = (200, 30, 30)  # backdrop outside the head area does not count
+    assert colour_leakage(render, rmask, photo, pmask) == 0.0
+    with pytest.raises(InputError):
+        colour_leakage(render, np.zeros((20, 20)), photo, pmask)

@@ -1,13 +1,13 @@
 """reconstruct(): end-to-end on a tiny random generator (~35 s on 2 idle cores) and CLI errors."""
 import json
-from dataclasses import replace
 
 import pytest
 import torch
 from PIL import Image
 
 from psohead.cli import main
-from psohead.inversion.presets import Preset
+from psohead.inversion.pipeline import reconstruct
+from psohead.inversion.presets import Outputs, Preset, Rays, Stage1, Stage2
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -34,9 +34,11 @@ def test_cli_bad_inputs_fail_with_one_line(tmp_path, capsys):
     assert not out.exists()
 
 
-def _preset(s1, s2, **kw):
-    return Preset("test", s1, s2, deterministic=True, w_avg_samples=500, video_frames=8, video_fps=8,
-                  mesh_resolution=32, render_batch=4, **kw)
+def _preset(s1, s2, **overrides):
+    """Short steps, small outputs; ``overrides`` as ``section_field=value``."""
+    return Preset("test", Stage1(steps=s1, w_avg_samples=500), Stage2(steps=s2), Rays(deterministic=True),
+                  outputs=Outputs(video_frames=8, video_fps=8, mesh_resolution=32, render_batch=4)
+                  ).override(**overrides)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,6 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
 
     from psohead.export.latent import load_latent
     from psohead.inversion import outputs
-    from psohead.inversion.reconstruct import reconstruct
 
     G, image, label, _ = tiny
     out = tmp_path / "out"
@@ -93,13 +94,12 @@ def test_inversion_recovers_image_and_prior_protects_back(tiny):
     """Calibrated on the tiny random G: mean-latent render 8.3 dB, after 20+15 steps 12.7-13.9 dB;
     back change from the pivot: prior 0.63 vs none 5.4 (MSE in [-1,1] units)."""
     from psohead.inversion.projector import latent_stats
-    from psohead.inversion.reconstruct import reconstruct
 
     G, image, label, _ = tiny
     with torch.no_grad():
         w_avg = latent_stats(G, 500).w_avg.repeat(1, G.num_ws, 1)
         start = G.synthesis(w_avg, label, noise_mode="const", deterministic=True)["image"]
-    runs = {back: reconstruct(image, None, label=label[0], network=G, preset=_preset(20, 15, stage2_lr=3e-3),
+    runs = {back: reconstruct(image, None, label=label[0], network=G, preset=_preset(20, 15, stage2_learning_rate=3e-3),
                               back=back, progress=False) for back in ("none", "prior")}
     for back, rec in runs.items():
         assert _psnr(rec.render(rec.render_label), image) > _psnr(start, image) + 3, back
@@ -120,12 +120,14 @@ def test_cli_with_network_file(tiny, tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": [["crop.png", label[0].tolist()]]}))
     out = tmp_path / "result"
     assert main(["reconstruct", str(crop), "--out", str(out), "--network", str(net), "--preset", "fast",
-                 "--stage1-steps", "1", "--stage2-steps", "1", "--video-frames", "4", "--mesh-resolution", "32",
-                 "--back", "none", "--no-cuda-graphs", "--quiet"]) == 0
+                 "--stage1-steps", "1", "--stage2-steps", "1", "--set", "outputs.video_frames=4",
+                 "--set", "outputs.mesh_resolution=32", "--back", "none", "--set", "runtime.cuda_graphs=false",
+                 "--quiet"]) == 0
     summary = json.loads((out / "reconstruction.json").read_text())
-    assert summary["settings"]["preset"]["cuda_graphs"] is False
+    preset = summary["settings"]["preset"]
+    assert preset["runtime"]["cuda_graphs"] is False and preset["stage1"]["steps"] == 1
     assert summary["settings"]["label_source"] == "dataset.json"
-    assert summary["settings"]["preset"]["video_frames"] == 4 and summary["back"]["used"] == "none"
+    assert preset["outputs"]["video_frames"] == 4 and summary["back"]["used"] == "none"
     assert [v["name"] for v in summary["views"]] == ["front"]
     assert {"views.png", "turntable.mp4", "generator.safetensors", "report.html"} <= set(summary["files"])
 
@@ -137,8 +139,7 @@ def test_fk_back_supervises_both_stages_and_adds_the_prior_in_stage_2(tiny, tmp_
     import numpy as np
 
     from psohead.camera import label_from_yaw_pitch
-    from psohead.inversion.reconstruct import reconstruct
-    from psohead.training.dataset_writer import DatasetWriter
+    from psohead.io.dataset_writer import DatasetWriter
 
     G, image, label, _ = tiny
     yy, xx = np.mgrid[:64, :64]
@@ -158,8 +159,6 @@ def test_fk_back_supervises_both_stages_and_adds_the_prior_in_stage_2(tiny, tmp_
 
 
 def test_colour_matched_prior_is_recorded_shown_and_moves_the_target(tiny, tmp_path):
-    from psohead.inversion.reconstruct import reconstruct
-
     _, image, label, _ = tiny  # the bundled model below: the tiny one renders no opaque head to recolour
     mask = torch.zeros(128, 128)
     mask[16:120, 24:104] = 1
@@ -167,7 +166,7 @@ def test_colour_matched_prior_is_recorded_shown_and_moves_the_target(tiny, tmp_p
     photo[..., 16:42, 24:104] = torch.tensor([0.6, 0.2, -0.3]).reshape(1, 3, 1, 1)  # the hair band
     out = tmp_path / "out"
     rec = reconstruct(photo, out, label=label[0], mask=mask.numpy(), network="default", back="prior",
-                      progress=False, preset=_preset(2, 1, prior_colour_match=True))
+                      progress=False, preset=_preset(2, 1, back_colour_match=True))
     shift = torch.tensor(json.loads((out / "reconstruction.json").read_text())["back"]["prior_colour_shift"])
     assert shift.shape == (3,) and shift.abs().max() > 0.05
     target = next(v.image for v in rec.views if v.name == "back" and v.source == "prior")
@@ -185,17 +184,15 @@ def test_colour_matched_prior_is_recorded_shown_and_moves_the_target(tiny, tmp_p
 def test_quality_preset_averages_the_prior_over_its_stage1_members(tiny):
     """The prior targets are the mean of the members' renders (their first member is the pivot),
     the member count is recorded, and the front-only baseline does not pay for members."""
-    from psohead.inversion.pseudo_back import prior_views
-    from psohead.inversion.reconstruct import reconstruct
+    from psohead.inversion.back.prior import prior_views
 
     G, image, label, _ = tiny
-    preset = _preset(6, 1, prior_ensemble=3, prior_colour_match=False)
+    preset = _preset(6, 1, stage1_members=3, back_colour_match=False)
     rec = reconstruct(image, None, label=label[0], network=G, preset=preset, back="prior", progress=False)
     assert rec.back["prior_members"] == 3
     assert rec.members.shape[0] == 3 and torch.equal(rec.members[:1], rec.ws)
     targets = [v for v in rec.views if v.source == "prior"]
-    pivot_only = prior_views(G, rec.ws, label, preset.back_augment_degrees, preset.back_augment_alternate,
-                             mirror_average=preset.prior_mirror_average)
+    pivot_only = prior_views(G, rec.ws, label, preset.back)
     # exploration noise made the members differ, so the averaged back is not the pivot's own
     assert float((targets[0].image - pivot_only[0].image).abs().mean()) > 1e-4
     none = reconstruct(image, None, label=label[0], network=G, preset=preset, back="none", progress=False)
@@ -207,27 +204,28 @@ def test_prior_shrink_blends_the_prior_towards_the_mean_latents_back(tiny):
     """prior_shrink = a: every prior target is (1 - a) x the unshrunk target + a x the mean latent's
     target at the same camera in the photo's hair colour; stage 1 and the front are untouched."""
     from psohead.api import load_generator
-    from psohead.inversion.imageio import mask_tensor
+    from psohead.camera import back_label
+    from psohead.inversion.back.prior import prior_colour_shift, prior_views, render_prior
     from psohead.inversion.projector import latent_stats
-    from psohead.inversion.pseudo_back import back_cameras, prior_colour_shift, prior_views, render_prior
-    from psohead.inversion.reconstruct import reconstruct
+    from psohead.io.images import mask_tensor
 
     _, image, label, _ = tiny  # the bundled model: the tiny one renders no opaque head to recolour
     mask = torch.zeros(128, 128)
     mask[16:120, 24:104] = 1
-    cfg = _preset(3, 0, back_augment_degrees=45.0, prior_mirror_average=True, prior_colour_match=True)
+    cfg = _preset(3, 0, back_augment_degrees=45.0, back_mirror_average=True, back_colour_match=True)
     runs = [reconstruct(image, None, label=label[0], mask=mask.numpy(), network="default", back="prior",
-                        progress=False, preset=replace(cfg, prior_shrink=a)) for a in (0.0, 0.25)]
+                        progress=False, preset=cfg, **shrink)
+            for shrink in ({}, {"back_shrink": "flat", "back_shrink_amount": 0.25})]
     plain, shrunk = runs
     assert torch.equal(plain.ws, shrunk.ws) and shrunk.back["prior_shrink"] == 0.25
     assert "prior_shrink" not in plain.back
     G = load_generator("default", device="cpu")
-    G.rendering_kwargs = {**G.rendering_kwargs, "ray_start": cfg.ray_start}  # as reconstruct sets it
-    w_avg = latent_stats(G, cfg.w_avg_samples).w_avg.repeat(1, int(G.backbone.num_ws), 1)
+    ro = {"ray_start": cfg.rays.ray_start}  # what reconstruct renders with
+    w_avg = latent_stats(G, cfg.stage1.w_avg_samples).w_avg.repeat(1, int(G.backbone.num_ws), 1)
     front = plain.views[0]
-    back, back_mask = render_prior(G, w_avg, back_cameras(label)[0][1])
+    back, back_mask = render_prior(G, w_avg, back_label(label), ro)
     shift = prior_colour_shift(front, mask_tensor(plain.mask, 128), back, back_mask)  # the mask it used
-    head = prior_views(G, w_avg, label, 45.0, colour_shift=shift, mirror_average=True)
+    head = prior_views(G, w_avg, label, cfg.back, colour_shift=shift, render_overrides=ro)
     before, after = ([v for v in r.views if v.source == "prior"] for r in runs)
     assert len(after) == len(head) == 3
     for b, a, h in zip(before, after, head):
@@ -241,31 +239,88 @@ def test_prior_shrink_spread_blends_each_pixel_by_the_members_disagreement(tiny)
     latent's target, w = spread_weights of the members' own renders (rendered here one by one);
     stage 1 and the front are untouched, and the weight varies over the image."""
     from psohead.api import load_generator
-    from psohead.inversion.imageio import mask_tensor
+    from psohead.camera import back_label
+    from psohead.inversion.back.prior import prior_colour_shift, prior_views, render_prior, spread_weights
     from psohead.inversion.projector import latent_stats
-    from psohead.inversion.pseudo_back import (back_cameras, prior_colour_shift, prior_views, render_prior,
-                                              spread_weights)
-    from psohead.inversion.reconstruct import reconstruct
+    from psohead.io.images import mask_tensor
 
     _, image, label, _ = tiny
     mask = torch.zeros(128, 128)
     mask[16:120, 24:104] = 1
-    cfg = _preset(3, 0, back_augment_degrees=45.0, prior_mirror_average=True, prior_colour_match=True,
-                  prior_ensemble=2)
+    cfg = _preset(3, 0, back_augment_degrees=45.0, back_mirror_average=True, back_colour_match=True,
+                  stage1_members=2)
     plain, spread = (reconstruct(image, None, label=label[0], mask=mask.numpy(), network="default", back="prior",
-                                 progress=False, preset=replace(cfg, prior_shrink_spread=c)) for c in (0.0, 4.0))
+                                 progress=False, preset=cfg, **shrink)
+                     for shrink in ({}, {"back_shrink": "spread", "back_shrink_amount": 4.0}))
     assert torch.equal(plain.members, spread.members) and spread.back["prior_shrink_spread"] == 4.0
     assert 0 < spread.back["prior_shrink_mean_weight"] < 1 and "prior_shrink" not in spread.back
     G = load_generator("default", device="cpu")
-    G.rendering_kwargs = {**G.rendering_kwargs, "ray_start": cfg.ray_start}
-    w_avg = latent_stats(G, cfg.w_avg_samples).w_avg.repeat(1, int(G.backbone.num_ws), 1)
-    back, back_mask = render_prior(G, w_avg, back_cameras(label)[0][1])
+    ro = {"ray_start": cfg.rays.ray_start}
+    w_avg = latent_stats(G, cfg.stage1.w_avg_samples).w_avg.repeat(1, int(G.backbone.num_ws), 1)
+    back, back_mask = render_prior(G, w_avg, back_label(label), ro)
     shift = prior_colour_shift(plain.views[0], mask_tensor(plain.mask, 128), back, back_mask)
-    head = torch.cat([v.image for v in prior_views(G, w_avg, label, 45.0, colour_shift=shift, mirror_average=True)])
-    each = torch.stack([torch.cat([v.image for v in prior_views(G, m[None], label, 45.0, mirror_average=True)])
+    head = torch.cat([v.image for v in prior_views(G, w_avg, label, cfg.back, colour_shift=shift,
+                                                   render_overrides=ro)])
+    each = torch.stack([torch.cat([v.image for v in prior_views(G, m[None], label, cfg.back, render_overrides=ro)])
                         for m in spread.members])
     before, after = (torch.cat([v.image for v in r.views if v.source == "prior"]) for r in (plain, spread))
     weight = spread_weights(each, before, head, 4.0)
     assert float(weight.std()) > 0.05  # per pixel, not one number
     torch.testing.assert_close(after, (1 - weight) * before + weight * head, atol=1e-4, rtol=0)
     assert torch.equal(plain.views[0].image, spread.views[0].image)
+
+
+def test_one_reconstructor_serves_many_photos_and_never_changes_its_network(tiny, monkeypatch):
+    """The network is loaded once; every photo gives what a fresh pipeline gives; the loaded
+    generator (weights and rendering options) is the same after as before."""
+    from inversion_tiny import rendered_target
+
+    import psohead.api
+    from psohead.inversion.pipeline import Reconstructor
+
+    G, _, _, _ = tiny
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    kwargs, res = dict(G.rendering_kwargs), G.neural_rendering_resolution
+    loads = []
+    real_load = psohead.api.load_generator
+    monkeypatch.setattr(psohead.api, "load_generator", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    R = Reconstructor(G, device="cpu", preset=_preset(3, 2))
+    assert R.G is G and not loads
+    photos = [rendered_target(G, seed=s)[:2] for s in (7, 8)]
+    recs = [R(img, label=lab[0], back="prior", progress=False) for img, lab in photos]
+    assert G.rendering_kwargs == kwargs and G.neural_rendering_resolution == res
+    assert all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    assert recs[0].G is not G and recs[0].G.rendering_kwargs["ray_start"] == 2.35 == recs[0].render_overrides["ray_start"]
+    fresh = reconstruct(photos[1][0], None, label=photos[1][1][0], network=G, preset=_preset(3, 2), back="prior",
+                        progress=False)
+    assert torch.equal(fresh.ws, recs[1].ws)  # nothing of photo 1 leaks into photo 2
+    assert torch.allclose(fresh.render(fresh.render_label), recs[1].render(recs[1].render_label), atol=1e-6)
+    # per-photo overrides change that photo only
+    short = R(photos[0][0], label=photos[0][1][0], back="none", progress=False, stage1_steps=1)
+    assert len(short.history["stage1"]["loss"]) == 1 and R.preset.stage1.steps == 3
+
+
+def test_progress_events_name_every_stage_and_a_raising_callback_cancels(tiny, tmp_path):
+    from psohead.inversion.pipeline import Reconstructor
+    from psohead.progress import Progress
+
+    G, image, label, _ = tiny
+    R = Reconstructor(G, device="cpu", preset=_preset(3, 2))
+    events: list[Progress] = []
+    R(image, tmp_path / "out", label=label[0], back="prior", progress=events.append)
+    stages = list(dict.fromkeys(e.stage for e in events))
+    assert stages == ["preprocess", "stage1", "pseudo_back", "stage2", "views", "video", "mesh", "save", "report"]
+    s1 = [e for e in events if e.stage == "stage1"]
+    assert [e.step for e in s1] == [0, 1, 2, 3] and {e.total for e in s1} == {3}
+    assert any("loss" in e.message for e in s1[1:])
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_in_stage2(event):
+        if event.stage == "stage2" and event.step == 1:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        R(image, tmp_path / "cancelled", label=label[0], back="prior", progress=cancel_in_stage2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing of the cancelled run

@@ -12,14 +12,14 @@ from PIL import Image
 
 from psohead.errors import InputError
 from psohead.inversion.batch import LOG_NAME, SUMMARY_NAME, Claims, collect_photos, reconstruct_batch
-from psohead.inversion.presets import Preset
+from psohead.inversion.presets import Outputs, Preset, Rays, Stage1, Stage2
 
 NAMES = ["a", "b", "c", "d"]
 # The cheapest complete run: 1 + 1 steps, 2 video frames, a 16^3 mesh grid.
 FAST = dict(stage1_steps=1, stage2_steps=1, back="none")
-OVERRIDES = {"video_frames": 2, "mesh_resolution": 16}
-PRESET = Preset("test", 1, 1, deterministic=True, w_avg_samples=200, video_frames=2, video_fps=2,
-                mesh_resolution=16, render_batch=2)
+OVERRIDES = {"outputs.video_frames": 2, "outputs.mesh_resolution": 16}
+PRESET = Preset("test", Stage1(steps=1, w_avg_samples=200), Stage2(steps=1), Rays(deterministic=True),
+                outputs=Outputs(video_frames=2, video_fps=2, mesh_resolution=16, render_batch=2))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_killed_run_resumes(photos, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "psohead", "reconstruct-batch", str(folder), "--out", str(out), "--devices",
            "cpu,cpu", "--network", str(net), "--preset", "fast", "--stage1-steps", "1", "--stage2-steps", "1",
-           "--video-frames", "2", "--mesh-resolution", "16", "--back", "none", "--quiet"]
+           "--set", "outputs.video_frames=2", "--set", "outputs.mesh_resolution=16", "--back", "none", "--quiet"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # kill the whole batch (coordinator and workers) once the first photo is complete
         deadline = time.monotonic() + 120
@@ -131,7 +131,7 @@ def test_killed_run_resumes(photos, tmp_path):
     assert first and first != set(NAMES)
 
     res = reconstruct_batch([folder], out, devices="cpu,cpu", network=str(net), preset="fast",
-                            preset_overrides=OVERRIDES, progress=False, **FAST)
+                            overrides=OVERRIDES, progress=False, **FAST)
     assert {n for n, p in res.photos.items() if p["status"] == "skipped"} == first
     assert {n for n, p in res.photos.items() if p["status"] == "done"} == set(NAMES) - first
     assert _done_counts(out) == {n: 1 for n in NAMES}  # every photo completed exactly once overall

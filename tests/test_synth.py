@@ -65,12 +65,15 @@ def test_mask_agrees_with_depth_hits():
     assert (mask[hit] == 1).all()
     assert ((out.depth > 0) == hit).all()
     near = torch.nn.functional.max_pool2d(hit.float().unsqueeze(1), 5, 1, 2).squeeze(1) > 0
-    assert (mask[~near] == 0).all()  # soft values only within 2 px of the silhouette
+    # soft values only within 2 px of the silhouette; at the frame's edge the surface that makes
+    # them may lie outside the image (the shoulders just below the bottom edge), so the 2-px border is not checked
+    inner = (slice(None), slice(2, -2), slice(2, -2))
+    assert (mask[inner][~near[inner]] == 0).all()
     assert 0.15 < hit.float().mean() < 0.9
 
 
 def test_dataset_round_trip_and_resume(tmp_path):
-    from psohead.training.dataset import HeadDataset, check_dataset
+    from psohead.io.dataset import HeadDataset, check_dataset
 
     out = tmp_path / "ds"
     generate_dataset(out, n=4, res=16, seed=5, progress=False)
@@ -124,7 +127,7 @@ def test_orbit_writes_views_labels_and_closed_coloured_mesh(tmp_path):
     trimesh = pytest.importorskip("trimesh")
     from psohead.camera import yaw_pitch_from_label
     from psohead.synth.orbit import write_orbits
-    from psohead.training.dataset import HeadDataset
+    from psohead.io.dataset import HeadDataset
 
     write_orbits(tmp_path, [3], views=4, pitches=(0.0,), res=16, mesh_grid=48)
     d = tmp_path / "3"
@@ -145,6 +148,7 @@ def test_orbit_writes_views_labels_and_closed_coloured_mesh(tmp_path):
     assert hi[1] > 0.15 and lo[1] < -0.4  # crown above the eyes, shoulders below
     assert abs(hi[0] + lo[0]) < 0.02  # left-right symmetric extent
     assert mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    assert mesh.volume > 0  # faces wound outward
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -157,3 +161,35 @@ def test_cuda_matches_cpu():
     b = render(labels.cuda(), stack(heads, device="cuda"), scenes.cuda(), cfg)
     assert (a.mask - b.mask.cpu()).abs().mean() < 0.01
     assert (a.rgb - b.rgb.cpu()).abs().mean() < 0.02
+
+
+def test_face_landmarks_lie_on_the_face():
+    from psohead.synth import head as H
+
+    for seed in range(4):
+        rec = dict(sample_head(seed))
+        rec.update(nose=1.0, lips_full=0.0, brow_ridge=0.0, cheek=0.0)  # the face exactly the canonical mesh
+        lm = H.face_landmarks(rec).float()
+        d = H.sdf(lm, H.PointParams(stack([rec]))).abs()
+        assert d[17:36].max() < 0.004 and d[48:68].max() < 0.004  # brows, nose, mouth: within 0.2 cm
+        assert d[36:48].max() < 0.02  # eye corners: at the carved lids
+
+
+def test_generated_heads_have_adult_proportions():
+    """Measured like the wild benchmark on the SDF's own mesh: short-haired heads fall in adult
+    ranges (cephalic index 0.72-0.90; head breadth ~14-16 cm, length ~18-20.5 cm; docs/synth.md)."""
+    import trimesh
+
+    from psohead.metrics.geometry import head_proportions
+    from psohead.synth import head as H
+    from psohead.synth.orbit import head_mesh
+
+    seeds = [s for s in range(200) if sample_head(s)["style"] in ("bald", "buzz")][:4]
+    assert len(seeds) == 4
+    for s in seeds:
+        rec = sample_head(s)
+        verts, faces, _ = head_mesh(rec, grid=80)
+        p = head_proportions(trimesh.Trimesh(verts, faces, process=False), H.face_landmarks(rec).numpy())
+        cm = 1 / (H.CM * rec["scale"])
+        assert 0.72 < p.cranium.ratio < 0.9, (s, p.cranium)
+        assert 13.5 < p.cranium.breadth * cm < 17.0 and 17.5 < p.cranium.length * cm < 21.5, (s, p.cranium)

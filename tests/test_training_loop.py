@@ -129,7 +129,7 @@ def test_saved_optimizer_state_continues_exactly(beta1):
 # With the real networks (tiny preset)
 
 def _dataset(root, n=8, res=32):
-    from psohead.training.dataset_writer import DatasetWriter
+    from psohead.io.dataset_writer import DatasetWriter
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:res, :res]
     with DatasetWriter(root) as w:

@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-PARTIAL_GLOB = ".*.partial*"  # what partial_path names, for clean-up of writes killed half-way
+PARTIAL_GLOB = ".*.partial*"  # what partial_path and atomic_dir name, for clean-up of writes killed half-way
 
 
 def partial_path(path: Path) -> Path:
@@ -59,3 +60,24 @@ def write_image(path: str | os.PathLike, image, **save_options) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(image)).save(tmp, **save_options)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty hidden sibling folder; on success it replaces ``path``, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

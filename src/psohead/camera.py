@@ -181,11 +181,28 @@ def flip_label(label) -> torch.Tensor:
     return out
 
 
-def back_label(label) -> torch.Tensor:
-    """Same pose seen from behind: cam2world left-multiplied by diag(-1,1,-1,1) (spec 7.5)."""
+def yaw_rotated(label, angle: float) -> torch.Tensor:
+    """Camera(s) turned by ``angle`` radians about the world y axis (positive: toward +x), [N,25]."""
     cam2world, k = split_label(label)
-    flip = torch.diag(torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=cam2world.dtype))
-    return build_label(flip @ cam2world, k)
+    c, s = math.cos(angle), math.sin(angle)
+    rot = torch.tensor([[c, 0, s, 0], [0, 1, 0, 0], [-s, 0, c, 0], [0, 0, 0, 1]], dtype=cam2world.dtype,
+                       device=cam2world.device)
+    return build_label(rot @ cam2world, k).reshape(-1, LABEL_DIM)
+
+
+def back_label(label) -> torch.Tensor:
+    """Same pose seen from behind: the camera turned by pi about the world y axis, i.e. cam2world
+    left-multiplied by diag(-1,1,-1,1) (the official back labels and PSO-HEAD's data_rotate.json)."""
+    return yaw_rotated(label, math.pi)
+
+
+def mirrored_label(label) -> torch.Tensor:
+    """Camera(s) mirrored in the head's plane of symmetry (world x -> -x). A render at the mirrored
+    camera, flipped left-right, is the view the original camera has of the mirrored head (camera x
+    is negated too, so the frame stays right-handed and the image x axis flips)."""
+    cam2world, k = split_label(label)
+    flip = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=cam2world.dtype, device=cam2world.device))
+    return build_label(flip @ cam2world @ flip, k).reshape(-1, LABEL_DIM)
 
 
 def apply_offset(label, delta) -> torch.Tensor:

@@ -101,12 +101,9 @@ def mesh_options(args: argparse.Namespace, **fields) -> MeshOptions:
 
 def _load(args):
     """(G, ws [1,num_ws,w_dim], delta [1,3] or None) on the chosen device."""
-    import torch
-
     from ..api import load_generator
-    from ..camera import label_from_yaw_pitch
     from ..export.latent import load_latent
-    from ..inversion.presets import resolve_device
+    from ..devices import resolve_device
 
     device = resolve_device(args.device)
     G = load_generator(args.network, device=device)
@@ -118,14 +115,9 @@ def _load(args):
                              f"needs [{want[0]}, {want[1]}]")
         delta = None if lat.delta is None else lat.delta.to(device)
         return G, lat.ws.to(device), delta
-    import numpy as np
+    from ..networks.sampling import map_latents, seed_z
 
-    # the same z as `psohead generate --seeds N` and the official sampler
-    z = torch.from_numpy(np.random.RandomState(args.seed).randn(1, G.z_dim)).float().to(device)
-    c = label_from_yaw_pitch(0.0).to(device)
-    with torch.no_grad():
-        ws = G.mapping(z, c, truncation_psi=args.truncation)
-        delta = G.apply_delta_c(z, c, truncation_psi=args.truncation)[1] if hasattr(G, "apply_delta_c") else None
+    ws, delta = map_latents(G, seed_z(args.seed, G.z_dim, device), truncation_psi=args.truncation)
     return G, ws, delta
 
 

@@ -129,7 +129,7 @@ def _depth_rows(out: dict, size) -> "np.ndarray":
     """
     import torch
 
-    from ..export.views import to_uint8
+    from ..io.images import to_uint8
 
     depth, fg = (torch.nn.functional.interpolate(out[k], size=tuple(size), mode="nearest")
                  for k in ("image_depth", "image_mask"))
@@ -145,32 +145,27 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from ..api import load_generator
     from ..camera import HEAD_LOOKAT, apply_offset, label_from_yaw_pitch
-    from ..export.views import to_uint8
+    from ..devices import resolve_device
+    from ..io.images import to_uint8
+    from ..networks.sampling import map_latents, seed_z
 
     seeds = parse_seeds(args.seeds)
     views = [(y, p) for p in parse_angles(args.pitch, "pitch") for y in parse_angles(args.yaw, "yaw")]
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {args.device}: CUDA is not available")
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     G = load_generator(args.network, device=device)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
 
-    frontal = label_from_yaw_pitch(0.0, 0.0).to(device)
     # cameras aim at the head centre (the origin) so the head stays centred from every side
     labels = torch.cat([label_from_yaw_pitch(math.radians(y), math.radians(p), lookat=HEAD_LOOKAT)
                         for y, p in views]).to(device)
-    trunc = dict(truncation_psi=args.truncation, truncation_cutoff=args.truncation_cutoff)
     rows = []
     for seed in tqdm(seeds, desc="generate", unit="seed", disable=args.quiet):
         torch.manual_seed(seed)  # renderer jitter, unless --deterministic
-        z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float().to(device)
+        ws, delta = map_latents(G, seed_z(seed, G.z_dim, device), args.truncation, args.truncation_cutoff)
         with torch.no_grad():
-            # latent and camera offset from the frontal conditioning label, as the official sampler
-            ws = G.mapping(z, frontal, **trunc)
-            _, delta = G.apply_delta_c(z, frontal, **trunc)
-            c = apply_offset(labels, delta.expand(len(views), 3))
-            out = G.synthesis(ws, c, noise_mode="const", deterministic=args.deterministic)
+            out = G.synthesis(ws, apply_offset(labels, delta.expand(len(views), 3)), noise_mode="const",
+                              deterministic=args.deterministic)
         img = to_uint8(out["image"])
         for (yaw, pitch), im in zip(views, img):
             write_image(outdir / f"seed{seed:04d}_yaw{yaw:g}_pitch{pitch:g}.png", im)

@@ -5,45 +5,43 @@ import argparse
 
 
 def add_shared_options(p: argparse.ArgumentParser) -> None:
-    """Options of ``reconstruct`` that ``reconstruct-batch`` shares (network, preset, losses, outputs)."""
+    """Options of ``reconstruct`` that ``reconstruct-batch`` and ``app`` share (network, preset, losses)."""
     from ..inversion.losses import PERCEPTUAL_BACKENDS
     from ..inversion.precision import PRECISIONS
     from ..inversion.presets import PRESET_NAMES
 
     p.add_argument("--network", default="default", help="'default' (bundled model) or a network file")
     p.add_argument("--preset", default="auto", choices=PRESET_NAMES,
-                   help="step counts and output sizes; auto = fast; quality = fast with a 4-latent back prior "
-                        "(better back, slower stage 1); see docs/reconstruct.md")
+                   help="settings of the whole run; auto = fast; quality = a better back for a longer stage 1; "
+                        "official = the official 500 + 500 steps (docs/reconstruct.md)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="settings",
+                   help="change one preset field, e.g. --set stage1.steps=60 --set outputs.video_frames=120 "
+                        "(repeatable; docs/reconstruct.md lists them)")
+    p.add_argument("--stage1-steps", type=int, default=None, help="= --set stage1.steps=N")
+    p.add_argument("--stage2-steps", type=int, default=None, help="= --set stage2.steps=N")
+    p.add_argument("--precision", default=None, choices=PRECISIONS, help="= --set runtime.precision=P (CUDA only)")
     p.add_argument("--fk-bank", default=None, help="FK-Enhance dataset folder/zip for --back fk")
     p.add_argument("--perceptual", default="auto", choices=PERCEPTUAL_BACKENDS,
                    help="perceptual loss; auto = lpips with --vgg16, else msssim")
     p.add_argument("--vgg16", default=None, help="torchvision VGG16 ImageNet weights (.pth or .safetensors)")
     p.add_argument("--lpips-linear", default=None, help="LPIPS v0.1 vgg.pth linear layers (found in an "
                                                          "installed lpips/torchmetrics package if omitted)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p.add_argument("--stage1-steps", type=int, default=None, help="override the preset's stage-1 steps")
-    p.add_argument("--stage2-steps", type=int, default=None, help="override the preset's stage-2 steps")
-    p.add_argument("--video-frames", type=int, default=None, help="override the preset's turntable frames")
-    p.add_argument("--mesh-resolution", type=int, default=None, help="override the preset's mesh grid size")
-    p.add_argument("--seed", type=int, default=666)
-    p.add_argument("--no-cuda-graphs", action="store_true",
-                   help="run every optimisation step eagerly on CUDA (default: replay them as CUDA graphs)")
-    p.add_argument("--density", action="store_true", help="also write density.mrc")
+    p.add_argument("--seed", type=int, default=666, help="seed of the exploration noise and ray jitter")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def preset_overrides(args: argparse.Namespace) -> dict:
-    """Preset fields set on the command line (None = the preset's own)."""
-    return {"video_frames": args.video_frames, "mesh_resolution": args.mesh_resolution,
-            "cuda_graphs": False if args.no_cuda_graphs else None}
+    """Every preset change asked for on the command line, as {"section.field": value}."""
+    from ..inversion.presets import parse_assignments
+
+    return {**parse_assignments(args.settings), "stage1.steps": args.stage1_steps,
+            "stage2.steps": args.stage2_steps, "runtime.precision": args.precision}
 
 
-def shared_kwargs(args: argparse.Namespace) -> dict:
-    """reconstruct() keyword arguments from the shared options (the preset is handled by the caller)."""
-    return dict(network=args.network, back=args.back, fk_bank=args.fk_bank, perceptual=args.perceptual,
-                vgg16=args.vgg16, lpips_linear=args.lpips_linear, seed=args.seed,
-                stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, precision=args.precision,
-                density=args.density)
+def pipeline_kwargs(args: argparse.Namespace) -> dict:
+    """``Reconstructor`` keyword arguments from the shared options."""
+    return dict(preset=args.preset, overrides=preset_overrides(args), perceptual=args.perceptual, vgg16=args.vgg16,
+                lpips_linear=args.lpips_linear, fk_bank=args.fk_bank)
 
 
 def register(subparsers) -> None:
@@ -66,13 +64,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inversion.presets import get_preset
-    from ..inversion.reconstruct import reconstruct
+    from ..inversion.pipeline import Reconstructor
 
-    preset = get_preset(args.preset, **preset_overrides(args))
-    rec = reconstruct(args.input, args.out, label=args.label, mask=args.mask, preset=preset,
-                      extra_views=args.extra_view, device=args.device, progress=not args.quiet,
-                      **shared_kwargs(args))
+    pipeline = Reconstructor(args.network, device=args.device, **pipeline_kwargs(args))
+    rec = pipeline(args.input, args.out, label=args.label, mask=args.mask, back=args.back,
+                   extra_views=args.extra_view, seed=args.seed, progress=not args.quiet)
     t = rec.timings
     print(f"reconstruction written to {rec.out_dir} (preset {rec.preset.name}, back {rec.back['used']}, "
           f"perceptual {rec.perceptual}; stage 1 {t['stage1']:.1f} s, stage 2 {t['stage2']:.1f} s); "

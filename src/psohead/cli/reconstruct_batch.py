@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import argparse
 
-from .reconstruct import add_shared_options, preset_overrides, shared_kwargs
+from .reconstruct import add_shared_options, pipeline_kwargs
 
 
 def register(subparsers) -> None:
-    from ..inversion.pseudo_back import STRATEGIES
+    from ..inversion.back import STRATEGIES
 
     p = subparsers.add_parser(
         "reconstruct-batch", help="reconstruct many photos, one worker process per device",
         description="Reconstruct every photo (files, or the images directly inside folders) into "
-                    "OUT/<name>/, one worker process per device entry. Each photo is done once; a rerun "
-                    "skips complete outputs and retries failures; OUT/batch_summary.json lists the result "
-                    "of every photo.")
+                    "OUT/<name>/, one worker process per device entry, each loading the network once. "
+                    "Each photo is done once; a rerun skips complete outputs and retries failures; "
+                    "OUT/batch_summary.json lists the result of every photo.")
     p.add_argument("inputs", nargs="+", help="photos and/or folders of photos (aligned crops take their "
                                              "labels from a dataset.json beside them)")
     p.add_argument("--out", required=True, help="output folder; each photo goes to OUT/<file name stem>/")
@@ -30,10 +30,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..inversion.batch import SUMMARY_NAME, reconstruct_batch
 
-    result = reconstruct_batch(args.inputs, args.out, devices=args.devices, procs_per_device=args.procs,
-                               preset=args.preset, progress=not args.quiet,
-                               preset_overrides=preset_overrides(args),
-                               **shared_kwargs(args))
+    result = reconstruct_batch(args.inputs, args.out, network=args.network, devices=args.devices,
+                               procs_per_device=args.procs, back=args.back, seed=args.seed,
+                               progress=not args.quiet, **pipeline_kwargs(args))
     counts = ", ".join(f"{v} {k}" for k, v in sorted(result.counts().items()))
     print(f"{counts} in {result.seconds:.1f} s on {len(result.devices)} worker(s): "
           f"{result.photos_per_minute:.2f} photos/minute; summary in {result.out / SUMMARY_NAME}")

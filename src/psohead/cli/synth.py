@@ -5,15 +5,9 @@ import json
 
 
 def _device(name: str) -> str:
-    import torch
+    from ..devices import resolve_device
 
-    from ..errors import InputError
-
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise InputError(f"--device {name!r}: use cpu or cuda[:N]")
-    return name
+    return str(resolve_device(name))
 
 
 def _dataset(args) -> int:

@@ -119,14 +119,14 @@ def _export(args) -> int:
 
 
 def _dataset_check(args) -> int:
-    from ..training.dataset import check_dataset
+    from ..io.dataset import check_dataset
     summary = check_dataset(args.path, args.seg_data, progress=True)
     print(json.dumps(summary, indent=1))
     return 0
 
 
 def _dataset_pack(args) -> int:
-    from ..training.dataset_writer import pack_dataset
+    from ..io.dataset_writer import pack_dataset
     summary = pack_dataset(args.src, args.dst, args.seg_data, resolution=args.resolution)
     print(json.dumps(summary, indent=1))
     return 0

@@ -1,5 +1,6 @@
-"""One self-contained HTML page per reconstruction: every image and the video are embedded as
-base64 data URIs and loss curves are inline SVG, so the file opens offline and can be mailed."""
+"""One self-contained HTML page per reconstruction: every image, the video and the mesh are embedded
+as base64 data URIs, the 3D viewer's script is inlined and loss curves are inline SVG, so the file
+opens offline and can be mailed."""
 from __future__ import annotations
 
 import base64
@@ -16,8 +17,13 @@ from PIL import Image
 from ..errors import InputError
 from ..atomic import atomic_path
 
+# @google/model-viewer's single-file build (three.js bundled), shipped with the package: see assets/NOTICE
+MODEL_VIEWER_JS = Path(__file__).resolve().parents[1] / "assets" / "model-viewer.min.js"
+PHOTO_MAX_SIDE = 640  # the input photo is shown downscaled: a 12 MP original would dominate the file
+VIDEO_DISPLAY_PX = 512  # the turntable's display width; a 128² render is upscaled with crisp pixels
+
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-        ".gif": "image/gif", ".mp4": "video/mp4"}
+        ".gif": "image/gif", ".mp4": "video/mp4", ".glb": "model/gltf-binary"}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 MAX_POINTS = 1000
 
@@ -25,8 +31,10 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100p
 h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
 figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figcaption{font-size:.9em;color:#555}
 img,video{max-width:100%;border:1px solid #ccc}table{border-collapse:collapse;font-size:.9em}
+video.turntable{width:VIDEO_PXpx;image-rendering:pixelated}
+model-viewer{width:100%;max-width:640px;height:480px;background:#f3f3f3;border:1px solid #ccc}
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
-svg text{font-size:11px;fill:#333}"""
+svg text{font-size:11px;fill:#333}""".replace("VIDEO_PX", str(VIDEO_DISPLAY_PX))
 
 
 def data_uri(item, mime: str | None = None) -> str:
@@ -111,32 +119,130 @@ def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
+def _rows(pairs: Mapping) -> str:
+    return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs.items())
+
+
 def _table(d: Mapping) -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in _flatten(d))
-    return f"<table>{rows}</table>"
+    return f"<table>{_rows(dict(_flatten(d)))}</table>"
+
+
+def format_seconds(value) -> str:
+    """A duration as a person reads it: tenths below 10 s, whole seconds above, minutes past 100 s."""
+    v = float(value)
+    if not math.isfinite(v):
+        return "-"
+    if v < 0.05:
+        return "< 0.1 s"
+    if round(v, 1) < 10:
+        return f"{v:.1f} s"
+    if v < 100:
+        return f"{v:.0f} s"
+    return f"{v:.0f} s ({v / 60:.1f} min)"
+
+
+def total_seconds(timings: Mapping[str, float]) -> float:
+    """Wall time of a whole run from its timings: ``total`` when recorded, else the inversion's
+    total plus the output writing (``write_*``), else the sum of every phase."""
+    if "total" in timings:
+        return float(timings["total"])
+    if "inversion_total" in timings:
+        return float(timings["inversion_total"]) + sum(float(v) for k, v in timings.items() if k.startswith("write_"))
+    return sum(float(v) for v in timings.values())
+
+
+def reconstruction_facts(summary: Mapping) -> dict[str, str]:
+    """The settings a person asks about first (network, preset, back, device, total time) from a
+    reconstruction.json summary (``settings``, ``back``, ``timings``); absent ones are left out."""
+    settings = summary.get("settings") or {}
+    preset = settings.get("preset") or {}
+    back = summary.get("back") or {}
+    facts = {}
+    if "network" in settings:
+        facts["network"] = str(settings["network"])
+    if preset:
+        steps = [(preset.get(stage) or {}).get("steps") if isinstance(preset.get(stage), Mapping)
+                 else preset.get(f"{stage}_steps") for stage in ("stage1", "stage2")]  # nested or flat presets
+        facts["preset"] = f"{preset.get('name')} ({steps[0]} + {steps[1]} steps)"
+    if back:
+        used, requested = back.get("used"), back.get("requested")
+        facts["back of the head"] = str(used) if requested in (None, used) else f"{used} (asked: {requested})"
+    if "device" in settings:
+        precision = settings.get("precision") or (preset.get("runtime") or {}).get("precision")
+        facts["device"] = str(settings["device"]) + (f", {precision}" if precision else "")
+    if summary.get("timings"):
+        facts["total time"] = format_seconds(total_seconds(summary["timings"]))
+    return facts
+
+
+def photo_uri(photo) -> str:
+    """JPEG data URI of the input photo (path, PIL image or uint8 array), longest side at most
+    ``PHOTO_MAX_SIDE`` and upright (EXIF orientation applied)."""
+    from ..io.images import read_image
+
+    im = read_image(photo, "report photo")
+    im.thumbnail((PHOTO_MAX_SIDE, PHOTO_MAX_SIDE), Image.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=88)
+    return data_uri(buf.getvalue(), "image/jpeg")
+
+
+def model_viewer_script() -> str:
+    """The vendored viewer as inline module-script text (its source-map comment dropped: the map is
+    not shipped). Decoder locations point nowhere, so even a compressed model could not make the
+    page reach the network; our meshes need none of them."""
+    js = MODEL_VIEWER_JS.read_text(encoding="utf-8")
+    js = "\n".join(line for line in js.splitlines() if not line.startswith("//# sourceMappingURL="))
+    if "</script" in js.lower():  # would end the inline script early
+        raise InputError(f"{MODEL_VIEWER_JS.name}: cannot be inlined (contains '</script')")
+    config = ('self.ModelViewerElement={dracoDecoderLocation:"data:,",ktx2TranscoderLocation:"data:,",'
+              'meshoptDecoderLocation:"data:,",lottieLoaderLocation:"data:,"};')
+    return f"<script>{config}</script><script type=\"module\">{js}</script>"
+
+
+def viewer_html(model) -> str:
+    """An orbit viewer of a .glb (path or bytes) embedded as a data URI."""
+    src = data_uri(model, "model/gltf-binary")
+    return (f'<model-viewer id="head3d" src="{src}" alt="reconstructed 3D head" loading="eager" camera-controls '
+            'interaction-prompt="none" shadow-intensity="0" exposure="1.1"></model-viewer>'
+            "<p><small>Drag to turn the head, scroll or pinch to zoom.</small></p>")
 
 
 def render_report(title: str = "psohead reconstruction", images: Mapping[str, object] | None = None,
                   video=None, curves: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
                   settings: Mapping | None = None, tables: Mapping[str, Mapping] | None = None,
-                  files: Sequence[str] = (), notes: str = "") -> str:
-    """The HTML text. ``images``: caption -> uint8 array or image path; ``video``: .mp4 path;
-    ``curves``: chart title -> {curve name: values}; ``settings`` / ``tables``: (nested) dicts shown
-    as tables; ``files``: names of sibling output files to link (relative links)."""
+                  files: Sequence[str] = (), notes: str = "", photo=None, model=None,
+                  summary: Mapping | None = None) -> str:
+    """The HTML text. ``photo``: the input photo (path, PIL or uint8 array; shown downscaled);
+    ``model``: a .glb (path or bytes) shown in an embedded orbit viewer; ``summary``: a
+    reconstruction.json dict whose key facts and rounded timings head the page; ``images``:
+    caption -> uint8 array or image path; ``video``: .mp4 path; ``curves``: chart title ->
+    {curve name: values}; ``settings`` / ``tables``: (nested) dicts shown as tables; ``files``:
+    names of sibling output files to link (relative links)."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     if notes:
         body.append(f"<p>{html.escape(notes)}</p>")
+    if summary:
+        body.append(f'<table class="facts">{_rows(reconstruction_facts(summary))}</table>')
+    if photo is not None:
+        body.append(f'<h2>Input photo</h2><figure><img id="photo" src="{photo_uri(photo)}" alt="input photo"></figure>')
+    if model is not None:
+        body.append(f"<h2>3D head</h2>{viewer_html(model)}")
+    if video is not None:
+        body.append("<h2>Turntable</h2>")
+        body.append(f'<video class="turntable" controls loop autoplay muted playsinline '
+                    f'src="{data_uri(video, "video/mp4")}"></video>')
     if images:
         body.append("<h2>Images</h2>")
         for caption, item in images.items():
             body.append(f'<figure><img src="{data_uri(item)}" alt="{html.escape(caption)}">'
                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    if video is not None:
-        body.append("<h2>Turntable</h2>")
-        body.append(f'<video controls loop autoplay muted playsinline src="{data_uri(video, "video/mp4")}"></video>')
     if curves:
         body.append("<h2>Losses</h2>")
         body.extend(f"<figure>{svg_chart(series, name)}</figure>" for name, series in curves.items())
+    if summary and summary.get("timings"):
+        timings = {k: format_seconds(v) for k, v in summary["timings"].items()}
+        body.append(f"<h2>Timings</h2><table>{_rows(timings)}</table>")
     for name, table in (tables or {}).items():
         body.append(f"<h2>{html.escape(name)}</h2>{_table(table)}")
     if settings:
@@ -144,6 +250,8 @@ def render_report(title: str = "psohead reconstruction", images: Mapping[str, ob
     if files:
         links = "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in files)
         body.append(f"<h2>Files</h2><ul>{links}</ul>")
+    if model is not None:
+        body.append(model_viewer_script())
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
 

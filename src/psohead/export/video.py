@@ -8,12 +8,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from ..atomic import atomic_path
 from ..camera import HEAD_LOOKAT, RADIUS
 from ..errors import InputError
-from ..atomic import atomic_path
-from .views import iter_renders, to_uint8, yaw_labels
+from ..io.images import to_uint8
+from ..progress import ProgressLike, track
+from .views import iter_renders, yaw_labels
 
 
 def turntable_yaws(frames: int, start_yaw: float = 0.0) -> torch.Tensor:
@@ -24,7 +25,7 @@ def turntable_yaws(frames: int, start_yaw: float = 0.0) -> torch.Tensor:
 
 
 def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 30, crf: int = 18,
-                total: int | None = None, progress: bool = False) -> Path:
+                total: int | None = None, progress: ProgressLike = False) -> Path:
     """Encode uint8 [H,W,3] frames as H.264 (libx264, yuv420p, faststart) atomically.
 
     yuv420p needs even sizes, so odd widths/heights are padded by one black pixel.
@@ -40,7 +41,7 @@ def write_video(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: floa
         writer = None
         count = 0
         try:
-            for frame in tqdm(frames, total=total, desc="video", unit="frame", disable=not progress):
+            for frame in track(frames, "video", progress, total=total, unit="frame"):
                 frame = np.asarray(frame)
                 if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
                     raise InputError(f"video frames must be uint8 [H,W,3], got {frame.dtype} {frame.shape}")
@@ -70,7 +71,7 @@ def write_turntable(G, ws: torch.Tensor, path: str | os.PathLike, frames: int = 
                     pitch: float = 0.0, radius: float = RADIUS, lookat: Sequence[float] = HEAD_LOOKAT, delta=None,
                     start_yaw: float = 0.0, batch_size: int = 4, key: str = "image",
                     neural_rendering_resolution: int | None = None, deterministic: bool = True,
-                    crf: int = 18, progress: bool = True) -> Path:
+                    crf: int = 18, progress: ProgressLike = True) -> Path:
     """Render a full orbit (yaw from ``start_yaw`` round 360 deg) and write it as an .mp4.
 
     Frames are rendered ``batch_size`` at a time and streamed to the encoder. Depth videos map

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..atomic import write_image
 from ..camera import HEAD_LOOKAT, RADIUS, apply_offset, label_from_yaw_pitch
 from ..errors import InputError
-from ..atomic import write_image
+from ..io.images import to_uint8
 
 IMAGE_KEYS = ("image", "image_raw", "image_depth", "image_mask")
 DEFAULT_YAWS_DEG = (0, 45, 90, 135, 180, 225, 270, 315)
@@ -29,27 +30,6 @@ def yaw_labels(yaws, pitch: float = 0.0, radius: float = RADIUS, lookat: Sequenc
     if delta is not None:
         labels = apply_offset(labels, torch.as_tensor(delta).reshape(1, 3))
     return labels
-
-
-def to_uint8(images: torch.Tensor, key: str = "image", depth_range: tuple[float, float] | None = None) -> np.ndarray:
-    """Generator outputs [N,C,H,W] -> uint8 [N,H,W,3].
-
-    Colour images use the official mapping x*127.5 + 128; masks map [0,1] to [0,255]; depth maps
-    near = bright, over ``depth_range`` (near, far) or else min-max over the whole batch, as the
-    official video script does, so pass all views of one grid together.
-    """
-    x = images.detach().float().cpu()
-    if key == "image_depth":
-        lo, hi = depth_range if depth_range is not None else (x.min(), x.max())
-        x = (hi - x) / max(float(hi - lo), 1e-8) * 255
-    elif key == "image_mask":
-        x = x * 255
-    else:
-        x = x * 127.5 + 128
-    x = x.clamp(0, 255).to(torch.uint8)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def _check_ws(ws: torch.Tensor) -> torch.Tensor:

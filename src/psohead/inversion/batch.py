@@ -2,7 +2,7 @@
 
 Layout of the output folder OUT (see docs/reconstruct.md):
 
-* ``OUT/<stem>/``            the photo's outputs, written atomically by :func:`reconstruct`; a folder
+* ``OUT/<stem>/``            the photo's outputs, written atomically by a ``Reconstructor``; a folder
                              with a ``reconstruction.json`` is complete and is skipped by reruns.
 * ``OUT/.claims/<stem>``     claim of the process working on the photo. The claim is an exclusive
                              ``flock`` on that file: the kernel drops it when the holder exits or is
@@ -11,7 +11,8 @@ Layout of the output folder OUT (see docs/reconstruct.md):
 * ``OUT/batch_summary.json`` photo -> status, seconds, device (rewritten at the end of each run).
 
 A photo that fails is recorded (``failed`` in the claim file, the log and the summary) and the
-batch carries on; the next run retries it.
+batch carries on; the next run retries it. Each worker loads the network once and keeps it for
+all its photos.
 """
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.images import IMAGE_SUFFIXES, list_images
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SUMMARY_NAME = "batch_summary.json"
 LOG_NAME = "batch.jsonl"
 CLAIMS_DIR = ".claims"
-# reconstruct() options that describe one particular photo and so cannot be shared by a batch.
-PER_PHOTO_OPTIONS = ("label", "mask", "extra_views")
+PIPELINE_OPTIONS = ("perceptual", "vgg16", "lpips_linear", "fk_bank")  # what the Reconstructor loads once
+PER_PHOTO_OPTIONS = ("label", "mask", "extra_views")  # they describe one photo: a batch cannot share them
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,7 @@ def collect_photos(inputs) -> list[BatchJob]:
     for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not p.stem.endswith("_mask"))
+            found = list_images(path, skip_masks=True)
             if not found:
                 raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
             jobs += [BatchJob(p, p.stem) for p in found]
@@ -78,7 +78,7 @@ def resolve_devices(devices="auto", procs_per_device: int = 1) -> list[str]:
     """Device of every worker: ``auto`` = each visible GPU, else one CPU; each ``procs_per_device`` times."""
     import torch
 
-    from .presets import resolve_device
+    from ..devices import resolve_device
 
     if procs_per_device < 1:
         raise InputError(f"--procs must be >= 1, got {procs_per_device}")
@@ -88,10 +88,7 @@ def resolve_devices(devices="auto", procs_per_device: int = 1) -> list[str]:
         names = [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
     out = []
     for name in names:
-        dev = resolve_device(name)
-        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
-        out += [str(dev)] * procs_per_device
+        out += [str(resolve_device(name))] * procs_per_device
     return out
 
 
@@ -180,18 +177,18 @@ def _log(out: Path, event: dict) -> None:
 
 def _worker(index: int, device: str, jobs: list[BatchJob], out: Path, options: dict, run: str,
             threads: int | None, results) -> None:
-    """Take unclaimed, incomplete photos one at a time until none is left."""
+    """Take unclaimed, incomplete photos one at a time until none is left; the network is loaded
+    once, when the first photo is claimed."""
     import torch
 
-    from .presets import get_preset
-    from .reconstruct import reconstruct
+    from .pipeline import Reconstructor
 
     if threads:
         torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    options = dict(options)
-    preset = get_preset(options.pop("preset"), **options.pop("preset_overrides"))
+    per_photo = {k: options.pop(k) for k in ("back", "seed") if k in options}
+    pipeline = None
     claims = Claims(out, run)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "device": device, "worker": index}
     while True:
@@ -203,7 +200,9 @@ def _worker(index: int, device: str, jobs: list[BatchJob], out: Path, options: d
         _log(out, {"event": "start", "photo": job.name, **me})
         start = time.perf_counter()
         try:
-            reconstruct(job.photo, out / job.name, preset=preset, device=device, progress=False, **options)
+            if pipeline is None:
+                pipeline = Reconstructor(device=device, **options)
+            pipeline(job.photo, out / job.name, progress=False, **per_photo)
         except Exception as err:  # noqa: BLE001 - one bad photo must not stop the batch
             seconds = time.perf_counter() - start
             message = f"{type(err).__name__}: {err}"
@@ -260,24 +259,22 @@ class BatchResult:
         return counts
 
 
-def _check_options(options: dict, preset, overrides: dict, devices: list[str]) -> None:
+def _check_options(options: dict, devices: list[str]) -> None:
     """Fail before starting any worker on what would make every photo fail."""
+    from .back import STRATEGIES, plan_back
     from .precision import check_precision
-    from .presets import get_preset
-    from .pseudo_back import STRATEGIES, plan_back
+    from .presets import resolve_preset
 
-    bad = [k for k in PER_PHOTO_OPTIONS if options.get(k)]
-    if bad:
-        raise InputError(f"batch reconstruction takes no per-photo option ({', '.join(bad)}); "
-                         "crops get their labels from a dataset.json beside them")
     back = str(options.get("back", "auto"))
     if back not in STRATEGIES:
         raise InputError(f"batch reconstruction: --back must be one of {', '.join(STRATEGIES)}, got {back!r}")
-    plan_back(back, options.get("fk_bank"))
-    get_preset(preset, stage1_steps=options.get("stage1_steps"), stage2_steps=options.get("stage2_steps"),
-               **overrides)
+    fk_bank = options.get("fk_bank")
+    if fk_bank is not None and not Path(fk_bank).exists():
+        raise InputError(f"FK-Enhance bank not found: {fk_bank}")
+    plan_back(back, has_bank=fk_bank is not None)
+    preset = resolve_preset(options.get("preset", "auto"), options.get("overrides"))
     for dev in devices:
-        check_precision(options.get("precision", "fp32"), dev)
+        check_precision(preset.runtime.precision, dev)
     network = options.get("network", "default")
     if not isinstance(network, (str, os.PathLike)):
         raise InputError("batch reconstruction needs the network as a file path or 'default'")
@@ -294,34 +291,41 @@ def _cpu_threads(devices: list[str]) -> int | None:
     return max(1, cores // n_cpu)
 
 
-def reconstruct_batch(inputs, out: str | os.PathLike, *, devices="auto", procs_per_device: int = 1,
-                      preset="auto", preset_overrides: dict | None = None, progress: bool = True,
-                      **options) -> BatchResult:
+def reconstruct_batch(inputs, out: str | os.PathLike, *, network="default", devices="auto",
+                      procs_per_device: int = 1, preset="auto", overrides: dict | None = None, back: str = "auto",
+                      seed: int = 666, progress: bool = True, **options) -> BatchResult:
     """Reconstruct every photo of ``inputs`` (files and/or folders) into ``out/<stem>/``.
 
     One worker process per entry of ``devices`` (``"cpu,cpu"``, ``["cuda:0", "cuda:1"]``, ``auto``),
-    ``procs_per_device`` each. ``preset`` (``auto`` = fast) takes ``preset_overrides`` (e.g.
-    ``{"video_frames": 24}``); other keyword options go to :func:`psohead.reconstruct` unchanged.
-    Photos already complete in ``out`` are skipped, so a rerun resumes a killed batch.
+    ``procs_per_device`` each, and one :class:`~.pipeline.Reconstructor` per worker. ``preset``
+    (``auto`` = fast) takes ``overrides`` (e.g. ``{"outputs.video_frames": 24}``) and keyword
+    overrides (``stage1_steps=60``); the options perceptual, vgg16, lpips_linear and fk_bank go to
+    the Reconstructor. Aligned crops take their labels from a dataset.json beside them. Photos
+    already complete in ``out`` are skipped, so a rerun resumes a killed batch.
     """
     from tqdm.auto import tqdm
 
+    bad = [k for k in PER_PHOTO_OPTIONS if options.get(k)]
+    if bad:
+        raise InputError(f"batch reconstruction takes no per-photo option ({', '.join(bad)}); "
+                         "crops get their labels from a dataset.json beside them")
     jobs = collect_photos(inputs)
     workers = resolve_devices(devices, procs_per_device)
-    overrides = {k: v for k, v in (preset_overrides or {}).items() if v is not None}
-    _check_options(options, preset, overrides, workers)
+    pipeline = {k: options.pop(k) for k in PIPELINE_OPTIONS if k in options}
+    merged = {k: v for k, v in {**(overrides or {}), **options}.items() if v is not None}
+    options = {**pipeline, "network": network, "preset": preset, "back": back, "seed": seed, "overrides": merged}
+    _check_options(options, workers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     photos = {j.name: {"input": str(j.photo), "status": "skipped" if is_complete(out / j.name) else "not run"}
               for j in jobs}
     todo = sum(1 for p in photos.values() if p["status"] == "not run")
-    worker_options = {**options, "preset": preset, "preset_overrides": overrides}
     threads = _cpu_threads(workers)
     ctx = multiprocessing.get_context("spawn")  # CUDA and torch threads do not survive fork
     results = ctx.Queue()
     start = time.perf_counter()
-    procs = [ctx.Process(target=_worker, args=(i, dev, jobs, out, worker_options, run,
+    procs = [ctx.Process(target=_worker, args=(i, dev, jobs, out, options, run,
                                                threads if dev == "cpu" else None, results),
                          name=f"psohead-batch-{i}", daemon=True) for i, dev in enumerate(workers)]
     bar = tqdm(total=todo, desc=f"photos ({len(workers)} workers)", unit="photo", disable=not progress or not todo)

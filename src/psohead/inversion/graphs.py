@@ -22,33 +22,37 @@ from .targets import TargetView
 class _Render(torch.nn.Module):
     """images = G.synthesis(ws, labels)["image"] (a module, so graph capture sees G's parameters)."""
 
-    def __init__(self, G, deterministic: bool, noise_mode: str = "const"):
+    def __init__(self, G, deterministic: bool, render_overrides: dict | None = None, noise_mode: str = "const"):
         super().__init__()
         self.G = G
         self.deterministic = deterministic
+        self.render_overrides = render_overrides
         self.noise_mode = noise_mode
 
     def forward(self, ws: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.G.synthesis(ws, labels, noise_mode=self.noise_mode, deterministic=self.deterministic)["image"]
+        return self.G.synthesis(ws, labels, noise_mode=self.noise_mode, deterministic=self.deterministic,
+                                render_overrides=self.render_overrides)["image"]
 
 
 class StepRenderer:
     """``renderer(ws, views) -> images [V,3,H,W]``: all views of a step from one tri-grid.
 
     ``graphs``: capture on CUDA, with fixed ray samples (``deterministic``) and fp32/TF32 only
-    (autocast's weight cache cannot live in a graph).
+    (autocast's weight cache cannot live in a graph). ``render_overrides`` go to every render.
     ``used_graphs`` says afterwards whether graphs ran, ``fallback`` why not if capture failed.
     """
 
-    def __init__(self, G, deterministic: bool = False, graphs: bool = False, precision: str = "fp32"):
+    def __init__(self, G, deterministic: bool = False, graphs: bool = False, precision: str = "fp32",
+                 render_overrides: dict | None = None):
         self.G = G
         self.deterministic = deterministic
+        self.render_overrides = render_overrides
         device = next(G.parameters()).device
         # Random ray samples stay eager: with the jitter drawn inside the graph, PyTorch's CUDA
         # generator failed its graph-safe offset check on the H200 (torch 2.11).
         self.graphs = bool(graphs) and device.type == "cuda" and precision != "bf16" and deterministic
         self.fallback: str | None = None
-        self._eager = _Render(G, deterministic)
+        self._eager = _Render(G, deterministic, render_overrides)
         self._graphed: dict[tuple, torch.nn.Module] = {}
         self._seen: set[tuple] = set()
 
@@ -80,7 +84,7 @@ class StepRenderer:
         try:
             self._check_no_sync(sample)
             # make_graphed_callables replaces the module's forward, so each shape gets its own wrapper.
-            return torch.cuda.make_graphed_callables(_Render(self.G, self.deterministic), sample,
+            return torch.cuda.make_graphed_callables(_Render(self.G, self.deterministic, self.render_overrides), sample,
                                                      allow_unused_input=True)
         except Exception as err:  # any capture failure: fall back to eager, the result is the same
             torch.cuda.synchronize()

@@ -12,14 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..camera import HEAD_LOOKAT, label_from_yaw_pitch, parse_label, validate_label
 from ..errors import InputError, LabelError
-from .imageio import open_rgb
+from ..io.images import read_image, read_mask
+from ..io.masks import mask_beside
 
 
 @dataclass
@@ -65,29 +64,10 @@ def coerce_label(label, what: str = "label") -> torch.Tensor:
     return validate_label(torch.as_tensor(label).detach().cpu().reshape(-1), what)
 
 
-def mask_beside(image_path: Path) -> Image.Image | None:
-    """An 8-bit mask in a sibling ``mask``/``masks`` folder or as ``<stem>_mask.png``."""
-    for cand in (image_path.parent / "mask" / image_path.name, image_path.parent / "masks" / image_path.name,
-                 image_path.parent / "mask" / (image_path.stem + ".png"),
-                 image_path.with_name(image_path.stem + "_mask.png")):
-        if cand.is_file():
-            return open_rgb(cand, "mask").convert("L")
-    return None
-
-
-def border_matte(pil: Image.Image) -> torch.Tensor:
-    """Foreground [1,1,H,W] in {0,1} of a photo without a mask file: the pixels that differ from
-    the median border colour (a plain backdrop), opened to drop speckles."""
-    arr = torch.from_numpy(np.asarray(pil.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-    border = torch.cat([arr[:, 0], arr[:, -1], arr[:, :, 0], arr[:, :, -1]], 1).median(1).values
-    m = ((arr - border[:, None, None]).abs().amax(0) > 0.12).float()[None, None]
-    return F.max_pool2d(-F.max_pool2d(-m, 5, 1, 2), 5, 1, 2)
-
-
 def prepare_input(image, label=None, mask=None, what: str = "input") -> PreparedInput:
     """Resolve the input into an aligned crop + label (+ mask when known)."""
     path = Path(image) if isinstance(image, (str, os.PathLike)) else None
-    pil = open_rgb(image, what)
+    pil = read_image(image, what)
     if label is not None:
         lab, label_source = coerce_label(label, f"{what} label"), "given"
     elif path is not None and (found := label_from_dataset_json(path)) is not None:
@@ -97,15 +77,15 @@ def prepare_input(image, label=None, mask=None, what: str = "input") -> Prepared
     if lab is not None:
         if mask is None and path is not None:
             mask = mask_beside(path)
-        elif mask is not None and not isinstance(mask, Image.Image):
-            mask = open_rgb(mask, f"{what} mask").convert("L")
+        elif mask is not None:
+            mask = read_mask(mask, f"{what} mask")
         return PreparedInput(pil, lab, mask, "aligned", label_source)
     try:
         from ..preprocess import align
     except ImportError:
         raise InputError(f"{what}: no camera label given and the face preprocessing is not available; "
                          "pass an aligned crop with --label") from None
-    face = align(pil)
+    face = align(pil, name=str(path) if path is not None else what)
     return PreparedInput(face.image.convert("RGB"), validate_label(face.label, f"{what} label"),
                          getattr(face, "mask", None), "photo", "preprocess")
 

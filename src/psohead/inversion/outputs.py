@@ -5,22 +5,20 @@ requested one); a rerun replaces an existing output folder only once the new one
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import secrets
-import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_dir
 from ..camera import format_label
-from .imageio import to_uint8
+from ..io.images import to_uint8
+from ..progress import ProgressLike, announce
 
 VIEW_YAWS_DEG = (0, 45, 90, 135, 180, 225, 270, 315)
 # Views per render call when the preset leaves it open. On the CPU the renderer's large
@@ -29,27 +27,6 @@ CUDA_RENDER_BATCH, CPU_RENDER_BATCH = 8, 2
 OUTPUT_FILES = ("crop.png", "label.json", "views.png", "front.png", "back.png", "turntable.mp4", "head.ply",
                 "head.obj", "head.glb", "latent.safetensors", "generator.safetensors", "report.html",
                 "reconstruction.json")
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty hidden sibling folder; on success it replaces ``path``, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _side_by_side(*images: np.ndarray) -> np.ndarray:
@@ -70,8 +47,9 @@ def _downsample(values: list[float], n: int = 400) -> list[float]:
     return [values[i] for i in idx]
 
 
-def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: bool = True) -> Path:
-    """Write every output of ``rec`` (a Reconstruction) into ``out``; returns the folder."""
+def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True) -> Path:
+    """Write every output of ``rec`` (a Reconstruction) into ``out`` as its preset's ``outputs``
+    section says; returns the folder."""
     from ..export.latent import save_latent
     from ..export.mesh import MeshError, extract_mesh, sample_density, write_mesh
     from ..export.report import write_report
@@ -79,13 +57,15 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
     from ..atomic import write_image
     from ..export.views import render_views, save_grid
 
-    cfg = rec.preset
+    cfg = rec.preset.outputs
     out = Path(out)
     timings = {}
+    bars = progress is True  # the mesh steps show bars; a callable hears of the stage
     with atomic_dir(out) as tmp:
         G, ws, delta = rec.G, rec.ws, rec.delta
         batch = cfg.render_batch or (CUDA_RENDER_BATCH if ws.device.type == "cuda" else CPU_RENDER_BATCH)
         t = time.perf_counter()
+        announce(progress, "views")
         rec.crop.save(tmp / "crop.png")
         if rec.mask is not None:
             rec.mask.save(tmp / "mask.png")
@@ -111,9 +91,10 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
         timings["video"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        grid = sample_density(G, ws, cfg.mesh_resolution, progress=progress)
+        announce(progress, "mesh")
+        grid = sample_density(G, ws, cfg.mesh_resolution, progress=bars)
         try:
-            mesh = extract_mesh(G, ws, grid=grid, progress=progress)
+            mesh = extract_mesh(G, ws, grid=grid, progress=bars)
             for ext in ("ply", "obj", "glb"):
                 write_mesh(mesh, tmp / f"head.{ext}")
             mesh_info = {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
@@ -122,15 +103,16 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
         except MeshError as err:  # an empty density field must not cost the other outputs
             warnings.warn(f"no mesh written: {err}")
             mesh_info = {"error": str(err), "resolution": cfg.mesh_resolution}
-        if density:
+        if cfg.density:
             from ..export.volume import write_mrc
 
             write_mrc(grid.sigma, tmp / "density.mrc", voxel_size=grid.voxel_size, origin=(grid.origin,) * 3)
         timings["mesh"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        announce(progress, "save")
         save_latent(tmp / "latent.safetensors", ws, label=rec.label, delta=rec.delta,
-                    meta={"preset": cfg.name, "back": rec.back["used"]})
+                    meta={"preset": rec.preset.name, "back": rec.back["used"]})
         _save_generator(G, tmp / "generator.safetensors")
         timings["save"] = time.perf_counter() - t
 
@@ -145,14 +127,17 @@ def write_outputs(rec, out: str | os.PathLike, density: bool = False, progress: 
             "losses": rec.history,
             "files": sorted(p.name for p in tmp.iterdir()) + ["report.html", "reconstruction.json"],
         }
+        announce(progress, "report")
         curves = {f"{stage} loss": {k: _downsample(v) for k, v in h.items() if k != "lr" and v}
                   for stage, h in rec.history.items()}
-        write_report(tmp / "report.html", title="psohead reconstruction",
+        write_report(tmp / "report.html", title="psohead reconstruction", summary=summary,
+                     photo=rec.settings["input"] if Path(rec.settings["input"]).is_file() else rec.crop,
+                     model=tmp / "head.glb" if (tmp / "head.glb").is_file() else None,
                      images={"input crop": tmp / "crop.png", "front: input | render": tmp / "front.png",
                              "back: pivot before tuning | target | final": tmp / "back.png",
                              "views": tmp / "views.png"},
                      video=tmp / "turntable.mp4", curves=curves,
-                     settings=rec.settings, tables={"Pseudo back": rec.back, "Timings (s)": summary["timings"]},
+                     settings=rec.settings, tables={"Pseudo back": rec.back},
                      files=summary["files"])
         (tmp / "reconstruction.json").write_text(json.dumps(summary, indent=1) + "\n")
     rec.out_dir = out

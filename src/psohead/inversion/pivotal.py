@@ -2,7 +2,8 @@
 
 A copy of G is trained (train mode, like the official) with Adam(0.9, 0.999) at a constant
 lr 3e-4 on the same views and loss, without the w regulariser. Unlike the official code no
-CPU copy of G is taken every 10 steps (only the final weights are used).
+CPU copy of G is taken every 10 steps (only the final weights are used). The tuned copy keeps
+the rendering options it was tuned with (``render_overrides``), so it renders as it was fitted.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import ProgressLike, track
 from .losses import PerceptualLoss
 from .precision import autocast
 from .projector import StageResult, finish_history
@@ -26,6 +27,7 @@ class PivotalConfig:
     learning_rate: float = 3e-4
     deterministic: bool = False
     cuda_graphs: bool = True  # on CUDA: replay each step's render as a CUDA graph (see graphs.py)
+    render_overrides: dict | None = None  # rendering options of every render (e.g. the ray start)
     log_every: int = 10
 
 
@@ -37,7 +39,7 @@ def tuned_parameters(G) -> list[torch.nn.Parameter]:
 
 
 def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLoss,
-         cfg: PivotalConfig = PivotalConfig(), progress: bool = True,
+         cfg: PivotalConfig = PivotalConfig(), progress: ProgressLike = True,
          precision: str = "fp32") -> tuple[torch.nn.Module, StageResult]:
     """Returns (tuned copy of G in eval mode, result). G itself is not modified."""
     start = time.perf_counter()
@@ -50,10 +52,11 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
     views = [v.to(device) for v in views]
     # fused: one kernel for all parameters on CUDA instead of a few per parameter group
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=(0.9, 0.999), fused=device.type == "cuda")
-    render = StepRenderer(G_t, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision)
+    render = StepRenderer(G_t, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision,
+                          render_overrides=cfg.render_overrides)
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     cache = TargetCache()
-    bar = tqdm(range(cfg.num_steps), desc="stage 2 (tuning)", disable=not progress, leave=False)
+    bar = track(range(cfg.num_steps), "stage2", progress, desc="stage 2 (tuning)")
     for step in bar:
         active, step_targets = step_views(views, step)
         with autocast(device, precision):
@@ -66,12 +69,14 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
         history["lr"].append(cfg.learning_rate)
         history["terms"].append(full_terms(terms, active, len(views)))
         if progress and (step % cfg.log_every == 0 or step == cfg.num_steps - 1):
-            bar.set_postfix(loss=f"{float(loss):.4f}", **{k: f"{v:.4f}" for k, v in
+            bar.note(loss=f"{float(loss.detach()):.4f}", **{k: f"{v:.4f}" for k, v in
                                                         terms_dict(terms, step_targets).items()
                                                         if k.endswith("front")})
         # Drop this step's autograd graph now: alive during the next step's capture, its gradient
         # accumulators (on the default stream) would break the CUDA graph.
         del images, loss
     G_t.eval().requires_grad_(False)
+    if cfg.render_overrides:
+        G_t.rendering_kwargs = {**G_t.rendering_kwargs, **cfg.render_overrides}
     return G_t, StageResult(ws=ws, history=finish_history(history, views), seconds=time.perf_counter() - start,
                             cuda_graphs=render.used_graphs)

@@ -1,99 +1,291 @@
-"""Named settings for a whole reconstruction (step counts, losses, output sizes).
+"""Named settings for a whole reconstruction, as a tree of typed sections.
 
-``official`` follows spec section 6 (500 + 500 steps, official loss weights, ray_start 2.35)
-with the quirks fixed (per-sample w_std, stage 2 gets its own step count). ``fast``: fewer steps
-with the same schedule shape, deterministic ray samples (less noise per step, so fewer steps are
-needed; on CUDA it also lets every step replay as a CUDA graph), +-45 degree prior back views
-in the photo's hair colour, averaged with their mirror images and blended 10 % towards the mean
-latent's back (``prior_shrink``), smaller video and mesh.
-``quality`` = ``fast`` with the prior averaged over four stage-1 members (``prior_ensemble``) and
-blended towards the mean latent's back per pixel, most where the members disagree
-(``prior_shrink_spread``): better front and back on the fidelity benchmark, for a stage 1 that
-costs 1.7-2x on the GPU (official architecture) and 4.3x on the CPU.
-``auto`` = ``fast`` on every device: the fidelity benchmark finds it as good on the front and
-better on the back than ``official`` (BENCHMARKS.md).
+A :class:`Preset` has one section per part of the pipeline — :class:`Stage1`, :class:`Stage2`,
+:class:`Rays`, :class:`BackPrior`, :class:`Outputs`, :class:`Runtime` — and every field is
+checked when a section is made, however it is made. Presets:
+
+* ``official`` — the official PSO-HEAD projector: 500 + 500 steps, random ray samples, the
+  official loss weights and ray start (the quirks of its exploration noise and stage-2 step count
+  fixed);
+* ``fast`` — fewer steps of the same schedule with fixed ray samples (less noise per step, so
+  fewer steps are needed, and on CUDA each step replays as a CUDA graph), a richer pseudo back
+  (±45° views, the photo's hair colour, mirror-averaged, blended towards the mean head) and
+  smaller video and mesh;
+* ``quality`` — ``fast`` with four stage-1 latents whose back renders are averaged, and the blend
+  towards the mean head made per pixel where they disagree: a better back for a longer stage 1;
+* ``auto`` — ``fast``.
+
+How each compares is measured in BENCHMARKS.md. One door changes a preset:
+:func:`resolve_preset` with ``{"section.field": value}`` (the CLI's ``--set section.field=value``;
+Python keyword arguments ``section_field=value`` mean the same).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-
-import torch
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
 
 from ..errors import InputError
+from .precision import PRECISIONS
 from .targets import BACK_WEIGHT
+
+SHRINK_MODES = ("none", "flat", "spread")
+
+
+def _check(condition: bool, key: str, message: str, value) -> None:
+    if not condition:
+        raise InputError(f"preset: {key} {message}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Stage1:
+    """Stage 1: a W+ latent projected into the frozen generator, from the mean latent."""
+
+    steps: int = 500  # Adam steps (0: the mean latent is the pivot)
+    learning_rate: float = 0.1  # peak learning rate of the official ramp (up over 5 %, cosine down over 25 %)
+    w_avg_samples: int = 10000  # z samples behind the mean latent and the exploration-noise scale
+    official_w_std: bool = False  # reproduce the official noise scale (sqrt(2) too large) instead of the true spread
+    members: int = 1  # latents optimised together, each with its own noise; the first is the pivot, the
+    # mean of their back renders is the prior (with a prior or fk back)
+
+    def __post_init__(self):
+        _check(self.steps >= 0, "stage1.steps", "must be >= 0", self.steps)
+        _check(self.learning_rate > 0, "stage1.learning_rate", "must be > 0", self.learning_rate)
+        _check(self.w_avg_samples >= 1, "stage1.w_avg_samples", "must be >= 1", self.w_avg_samples)
+        _check(self.members >= 1, "stage1.members", "must be >= 1", self.members)
+
+
+@dataclass(frozen=True)
+class Stage2:
+    """Stage 2: pivotal tuning of the generator's weights around the stage-1 latent."""
+
+    steps: int = 500  # Adam steps (0: the generator is not tuned)
+    learning_rate: float = 3e-4  # constant learning rate
+
+    def __post_init__(self):
+        _check(self.steps >= 0, "stage2.steps", "must be >= 0", self.steps)
+        _check(self.learning_rate > 0, "stage2.learning_rate", "must be > 0", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class Rays:
+    """How the volume is sampled along camera rays while optimising."""
+
+    ray_start: float | None = 2.35  # near bound of the rays (the official projector's); None: the network's own
+    deterministic: bool = False  # fixed ray samples at every step (official: random)
+
+    def __post_init__(self):
+        _check(self.ray_start is None or self.ray_start > 0, "rays.ray_start", "must be > 0 or none",
+               self.ray_start)
+
+
+@dataclass(frozen=True)
+class BackPrior:
+    """The pseudo back label made from the stage-1 latent's own render (back strategy prior / fk)."""
+
+    weight: float = BACK_WEIGHT  # loss weight of all prior views together (the official back label's)
+    augment_degrees: float = 0.0  # > 0: two more views at yaw pi +- this, sharing the weight with the back
+    augment_alternate: bool = False  # those two take turns, one per stage-2 step (same mean weight, fewer renders)
+    colour_match: bool = False  # shift the prior's head to the hair colour the photo shows
+    mirror_average: bool = False  # average each view with its mirror image: keep the left-right symmetric part
+    shrink: str = "none"  # blend towards the mean latent's back: none | flat (by shrink_amount) |
+    # spread (per pixel, most where stage-1 members disagree; needs stage1.members >= 2)
+    shrink_amount: float = 0.0  # flat: blend weight in [0, 1); spread: the scale c of c*v / (c*v + d), > 0
+
+    def __post_init__(self):
+        _check(self.weight >= 0, "back.weight", "must be >= 0", self.weight)
+        _check(0 <= self.augment_degrees < 180, "back.augment_degrees", "must be in [0, 180)", self.augment_degrees)
+        _check(self.shrink in SHRINK_MODES, "back.shrink", f"must be one of {', '.join(SHRINK_MODES)}", self.shrink)
+        if self.shrink == "flat":
+            _check(0 < self.shrink_amount < 1, "back.shrink_amount", "must be in (0, 1) with shrink flat",
+                   self.shrink_amount)
+        elif self.shrink == "spread":
+            _check(self.shrink_amount > 0, "back.shrink_amount", "must be > 0 with shrink spread", self.shrink_amount)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What is written besides the networks: views, turntable, mesh, density."""
+
+    video_frames: int = 240  # turntable frames per turn
+    video_fps: int = 60  # turntable frames per second
+    mesh_resolution: int = 256  # density grid points per axis for the mesh
+    density: bool = False  # also write the raw density grid as density.mrc
+    render_batch: int | None = None  # views per render call; none: by device (more on CUDA)
+
+    def __post_init__(self):
+        _check(self.video_frames >= 1, "outputs.video_frames", "must be >= 1", self.video_frames)
+        _check(self.video_fps >= 1, "outputs.video_fps", "must be >= 1", self.video_fps)
+        _check(8 <= self.mesh_resolution <= 1024, "outputs.mesh_resolution", "must be in 8..1024",
+               self.mesh_resolution)
+        _check(self.render_batch is None or self.render_batch >= 1, "outputs.render_batch", "must be >= 1 or none",
+               self.render_batch)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the optimisation runs: results agree up to float rounding whatever is chosen here."""
+
+    cuda_graphs: bool = True  # on CUDA, replay each step as a CUDA graph (needs rays.deterministic)
+    precision: str = "fp32"  # fp32 | tf32 | bf16 (the last two on CUDA only)
+
+    def __post_init__(self):
+        _check(self.precision in PRECISIONS, "runtime.precision", f"must be one of {', '.join(PRECISIONS)}",
+               self.precision)
+
+
+SECTIONS = {"stage1": Stage1, "stage2": Stage2, "rays": Rays, "back": BackPrior, "outputs": Outputs,
+            "runtime": Runtime}
 
 
 @dataclass(frozen=True)
 class Preset:
-    name: str
-    stage1_steps: int
-    stage2_steps: int
-    stage2_lr: float = 3e-4
-    deterministic: bool = False  # fixed ray samples while optimising (official: random)
-    official_w_std: bool = False  # True = reproduce the sqrt(2)-inflated exploration noise
-    w_avg_samples: int = 10000
-    ray_start: float | None = 2.35  # the official projector's override; None keeps the network's
-    back_augment_degrees: float = 0.0  # extra prior back views at yaw pi +- this
-    back_augment_alternate: bool = False  # the two take turns, one per stage-2 step (same mean weight)
-    prior_weight: float = BACK_WEIGHT  # loss weight of the prior back views together (official back label's)
-    prior_colour_match: bool = False  # shift the prior's head to the hair colour the photo shows
-    prior_mirror_average: bool = False  # average the prior with its mirror image (symmetric part)
-    prior_ensemble: int = 1  # stage-1 latents optimised together whose prior renders are averaged
-    prior_shrink: float = 0.0  # blend of the prior towards the mean latent's back (same cameras and colour)
-    prior_shrink_spread: float = 0.0  # > 0: that blend per pixel, scale of the members' spread (replaces prior_shrink)
-    video_frames: int = 240
-    video_fps: int = 60
-    mesh_resolution: int = 256
-    render_batch: int | None = None  # views per render call for the outputs; None: 8 on CUDA, 2 on CPU
-    cuda_graphs: bool = True  # replay each optimisation step as a CUDA graph on CUDA devices
+    """A whole reconstruction's settings (module docstring). Sections are frozen: change them with
+    :func:`resolve_preset` or :meth:`override`, which check the result again."""
+
+    name: str = "custom"
+    stage1: Stage1 = field(default_factory=Stage1)
+    stage2: Stage2 = field(default_factory=Stage2)
+    rays: Rays = field(default_factory=Rays)
+    back: BackPrior = field(default_factory=BackPrior)
+    outputs: Outputs = field(default_factory=Outputs)
+    runtime: Runtime = field(default_factory=Runtime)
+
+    def __post_init__(self):
+        for key, cls in SECTIONS.items():
+            if not isinstance(getattr(self, key), cls):
+                raise InputError(f"preset: {key} must be a {cls.__name__}, got {type(getattr(self, key)).__name__}")
+        if self.back.shrink == "spread" and self.stage1.members < 2:
+            raise InputError("preset: back.shrink spread measures the spread of stage-1 members: "
+                             "set stage1.members >= 2")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Preset":
+        """The preset that :meth:`to_dict` wrote (as in reconstruction.json)."""
+        unknown = set(data) - {"name", *SECTIONS}
+        if unknown:
+            raise InputError(f"preset: unknown section(s) {', '.join(sorted(unknown))}")
+        return cls(name=data.get("name", "custom"),
+                   **{key: _section(key, data.get(key) or {}) for key in SECTIONS})
+
+    def override(self, overrides: Mapping[str, Any] | None = None, **keywords) -> "Preset":
+        """A copy with fields changed: ``{"stage1.steps": 60}`` and/or ``stage1_steps=60``. Values
+        may be text (as typed on a command line); None leaves a field as it is."""
+        changes: dict[str, dict[str, Any]] = {}
+        for key, value in {**(overrides or {}), **keywords}.items():
+            if value is None:
+                continue
+            section, name = split_key(key)
+            changes.setdefault(section, {})[name] = coerce(value, field_types(section)[name], f"{section}.{name}")
+        if not changes:
+            return self
+        sections = {key: replace(getattr(self, key), **values) for key, values in changes.items()}
+        return replace(self, **sections)
+
+
+def _section(key: str, values: Mapping):
+    types = field_types(key)
+    unknown = set(values) - set(types)
+    if unknown:
+        raise InputError(f"preset: unknown field(s) {', '.join(f'{key}.{u}' for u in sorted(unknown))}")
+    return SECTIONS[key](**{k: coerce(v, types[k], f"{key}.{k}") for k, v in values.items()})
+
+
+def field_types(section: str) -> dict[str, Any]:
+    """Field name -> type of one section."""
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def override_keys() -> list[str]:
+    """Every ``section.field`` that can be overridden."""
+    return [f"{s}.{name}" for s in SECTIONS for name in field_types(s)]
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``stage1.steps`` or ``stage1_steps`` -> ("stage1", "steps"); unknown keys raise InputError."""
+    for section in SECTIONS:
+        for sep in (".", "_"):
+            if key.startswith(section + sep) and key[len(section) + 1:] in field_types(section):
+                return section, key[len(section) + 1:]
+    raise InputError(f"unknown setting {key!r}; settings are {', '.join(override_keys())}")
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def coerce(value, kind, key: str):
+    """``value`` (a Python value or text) as a field of type ``kind``; InputError if it is not one."""
+    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, getattr(typing, "UnionType", ())) \
+        else (kind,)
+    if type(None) in options and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
+        return None
+    base = next(t for t in options if t is not type(None))
+    text = value.strip() if isinstance(value, str) else None
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if text is not None and text.lower() in _TRUE + _FALSE:
+                return text.lower() in _TRUE
+        elif base is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if text is not None:
+                return int(text)
+        elif base is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                number = float(value)
+            elif text is not None:
+                number = float(text)
+            else:
+                number = None
+            if number is not None and number == number and abs(number) != float("inf"):
+                return number
+        elif base is str and isinstance(value, str):
+            return value
+    except ValueError:
+        pass
+    expected = {bool: "true or false", int: "an integer", float: "a finite number", str: "text"}[base]
+    raise InputError(f"setting {key}: expected {expected}{' or none' if type(None) in options else ''}, "
+                     f"got {value!r}")
 
 
 PRESETS = {
-    "official": Preset("official", 500, 500),
-    "fast": Preset("fast", 120, 80, deterministic=True, w_avg_samples=2000, back_augment_degrees=45.0,
-                   back_augment_alternate=True, prior_colour_match=True, prior_mirror_average=True, prior_shrink=0.1,
-                   video_frames=72, video_fps=24, mesh_resolution=128),
+    "official": Preset("official"),
+    "fast": Preset("fast", stage1=Stage1(steps=120, w_avg_samples=2000), stage2=Stage2(steps=80),
+                   rays=Rays(deterministic=True),
+                   back=BackPrior(augment_degrees=45.0, augment_alternate=True, colour_match=True,
+                                  mirror_average=True, shrink="flat", shrink_amount=0.1),
+                   outputs=Outputs(video_frames=72, video_fps=24, mesh_resolution=128)),
 }
-PRESETS["quality"] = replace(PRESETS["fast"], name="quality", prior_ensemble=4, prior_shrink=0.0,
-                             prior_shrink_spread=4.0)
+PRESETS["quality"] = replace(PRESETS["fast"], name="quality", stage1=replace(PRESETS["fast"].stage1, members=4),
+                             back=replace(PRESETS["fast"].back, shrink="spread", shrink_amount=4.0))
 PRESET_NAMES = ("auto", *PRESETS)
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available")
-    return dev
+def resolve_preset(preset: str | Preset = "auto", overrides: Mapping[str, Any] | None = None, **keywords) -> Preset:
+    """A preset by name (``auto`` = ``fast``) or a :class:`Preset`, with overrides (see
+    :meth:`Preset.override`)."""
+    if not isinstance(preset, Preset):
+        if preset not in PRESET_NAMES:
+            raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+        preset = PRESETS["fast" if preset == "auto" else preset]
+    return preset.override(overrides, **keywords)
 
 
-def get_preset(name: str | Preset = "auto", **overrides) -> Preset:
-    """A preset by name (``auto`` = ``fast``) with optional field overrides (None = keep)."""
-    if isinstance(name, Preset):
-        preset = name
-    else:
-        if name not in PRESET_NAMES:
-            raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
-        preset = PRESETS["fast" if name == "auto" else name]
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    for key, low in (("stage1_steps", 0), ("stage2_steps", 0), ("video_frames", 1), ("mesh_resolution", 8),
-                     ("prior_ensemble", 1)):
-        if key in changes and int(changes[key]) < low:
-            raise InputError(f"{key} must be >= {low}, got {changes[key]}")
-    if "prior_shrink" in changes and not 0 <= float(changes["prior_shrink"]) < 1:
-        raise InputError(f"prior_shrink must be in [0, 1), got {changes['prior_shrink']}")
-    if "prior_shrink_spread" in changes and float(changes["prior_shrink_spread"]) < 0:
-        raise InputError(f"prior_shrink_spread must be >= 0, got {changes['prior_shrink_spread']}")
-    preset = replace(preset, **changes) if changes else preset
-    if preset.prior_shrink_spread > 0 and preset.prior_shrink > 0:
-        raise InputError("prior_shrink and prior_shrink_spread are two ways to blend the prior: set one to 0")
-    if preset.prior_shrink_spread > 0 and preset.prior_ensemble < 2:
-        raise InputError("prior_shrink_spread needs stage-1 members to measure their spread: prior_ensemble >= 2")
-    return preset
+def parse_assignments(items) -> dict[str, str]:
+    """``["stage1.steps=60", ...]`` (the CLI's ``--set``) -> {"stage1.steps": "60"}; keys checked."""
+    out = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {item!r}: expected section.field=value, e.g. stage1.steps=60")
+        split_key(key.strip())
+        out[key.strip()] = value
+    return out

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from ..camera import build_label, lookat_pose
+from ..progress import ProgressLike, track
 from .losses import PerceptualLoss
 from .precision import autocast
 from .graphs import StepRenderer
@@ -36,12 +36,9 @@ class ProjectorConfig:
     initial_noise_factor: float = 0.05
     noise_ramp_length: float = 0.75
     regularize_w_weight: float = 1.0
-    w_avg_samples: int = 10000
-    # The official code divides by the sample count although it sums twice as many rows, which
-    # inflates w_std (the exploration-noise scale) by sqrt(2); True reproduces that.
-    official_w_std: bool = False
     deterministic: bool = False  # fixed ray samples while optimising (official: random)
     cuda_graphs: bool = True  # on CUDA: replay each step's render as a CUDA graph (see graphs.py)
+    render_overrides: dict | None = None  # rendering options of every render (e.g. the ray start)
     log_every: int = 10
 
 
@@ -71,7 +68,10 @@ def stats_labels(device=None) -> torch.Tensor:
 @torch.no_grad()
 def latent_stats(G, num_samples: int = 10000, official_w_std: bool = False, seed: int = W_STATS_SEED,
                  chunk: int = 2000) -> LatentStats:
-    """Mean latent and spread from num_samples z, each mapped with the frontal and the back label."""
+    """Mean latent and spread from num_samples z, each mapped with the frontal and the back label.
+
+    The official code divides by the sample count although it sums twice as many rows, which
+    inflates w_std (the exploration-noise scale) by sqrt(2); ``official_w_std`` reproduces that."""
     device = next(G.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(num_samples, G.z_dim, generator=gen).to(device)
@@ -97,7 +97,7 @@ def learning_rate(step: int, cfg: ProjectorConfig) -> float:
 
 
 def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: LatentStats,
-            cfg: ProjectorConfig = ProjectorConfig(), seed: int = 666, progress: bool = True,
+            cfg: ProjectorConfig = ProjectorConfig(), seed: int = 666, progress: ProgressLike = True,
             precision: str = "fp32", members: int = 1, members_per_call: int | None = None) -> StageResult:
     """Optimise a W+ code (``members`` of them, see the module note) so that G renders every view
     like its target; G stays frozen. ``members_per_call``: members rendered together (None: all
@@ -115,8 +115,9 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
     gen = torch.Generator(device=device).manual_seed(seed)
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     cache = TargetCache()
-    render = StepRenderer(G, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision)
-    bar = tqdm(range(cfg.num_steps), desc="stage 1 (latent)", disable=not progress, leave=False)
+    render = StepRenderer(G, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision,
+                          render_overrides=cfg.render_overrides)
+    bar = track(range(cfg.num_steps), "stage1", progress, desc="stage 1 (latent)")
     for step in bar:
         t = step / cfg.num_steps
         noise_scale = stats.w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
@@ -147,7 +148,7 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
         history["lr"].append(lr)
         history["terms"].append(full_terms(pivot_terms, active, len(views)))
         if progress and (step % cfg.log_every == 0 or step == cfg.num_steps - 1):
-            bar.set_postfix(loss=f"{float(total) / members:.4f}", **{k: f"{v:.4f}" for k, v in
+            bar.note(loss=f"{float(total) / members:.4f}", **{k: f"{v:.4f}" for k, v in
                                                                    terms_dict(pivot_terms, step_targets).items()
                                                                    if k.endswith("front")})
     w = w_opt.detach().clone()

@@ -133,3 +133,52 @@ def mask_iou(a, b, threshold: float = 0.5):
     union = (pa | pb).sum((1, 2, 3)).double()
     iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
     return _out(iou, single)
+
+
+def _pixels(x) -> np.ndarray:
+    """Image -> float64 [H*W, 3] in [0,1] (as :func:`as_nchw`: uint8 scaled, floats as given)."""
+    t, single = as_nchw(x)
+    if not single or t.shape[1] != 3:
+        raise InputError(f"expected one RGB image, got shape {tuple(t.shape)}")
+    return t[0].permute(1, 2, 0).reshape(-1, 3).numpy()
+
+
+def _region(mask, n: int, what: str) -> np.ndarray:
+    m, _ = as_nchw(mask)
+    m = m.mean(1).reshape(-1).numpy()
+    if m.size != n:
+        raise InputError(f"{what} has {m.size} pixels, the image {n}")
+    return m
+
+
+def _palette(colours: np.ndarray, k: int, seed: int, cap: int = 20_000) -> np.ndarray:
+    from scipy.cluster.vq import kmeans2
+
+    rng = np.random.default_rng(seed)
+    if len(colours) > cap:
+        colours = colours[rng.choice(len(colours), cap, replace=False)]
+    centres, _ = kmeans2(colours, min(k, len(colours)), seed=seed, minit="++")
+    return centres
+
+
+def colour_leakage(render, render_mask, photo, photo_mask, clusters: int = 8, threshold: float = 0.08,
+                   seed: int = 0) -> float:
+    """Share of the render's head area (``render_mask`` >= 0.5) whose colour comes from the photo's
+    background: nearer to the background palette (k-means of the photo's pixels with mask < 0.1)
+    than to the subject palette (mask >= 0.5), and within ``threshold`` (RGB distance in [0,1]) of it.
+
+    For a reconstruction's back view: a head that carries the backdrop (a flag, a wall) scores high,
+    one painted in the subject's own hair and skin colours scores 0.
+    """
+    rp, pp = _pixels(render), _pixels(photo)
+    head = _region(render_mask, len(rp), "render mask") >= 0.5
+    pm = _region(photo_mask, len(pp), "photo mask")
+    bg, fg = pp[pm < 0.1], pp[pm >= 0.5]
+    if not head.any():
+        raise InputError("render mask is empty")
+    if len(bg) == 0 or len(fg) == 0:
+        raise InputError("photo mask must have both background (< 0.1) and subject (>= 0.5) pixels")
+    pix = rp[head]
+    d_bg = np.linalg.norm(pix[:, None] - _palette(bg, clusters, seed)[None], axis=2).min(1)
+    d_fg = np.linalg.norm(pix[:, None] - _palette(fg, 2 * clusters, seed)[None], axis=2).min(1)
+    return float(((d_bg < threshold) & (d_bg < d_fg)).mean())

@@ -17,7 +17,8 @@ from .. import camera
 from ..atomic import atomic_path, write_json
 from ..errors import InputError, PsoheadError
 from .crop import CANVAS
-from .io import expand_inputs
+from .native import check_installed
+from ..io.images import list_images
 from .pipeline import FaceTooSmallWarning, align_all
 
 
@@ -34,8 +35,9 @@ def _writable_dir(path: Path) -> None:
 def crop_files(inputs, outdir, size: int = CANVAS, all_faces: bool = False, with_mask: bool = True,
                skip_small: bool = False, progress: bool = True) -> dict:
     """Align every input; returns {"written": [...], "failed": {input: reason}, "warnings": [...]}."""
+    check_installed()
     outdir = Path(outdir)
-    paths = expand_inputs(inputs)
+    paths = list_images(inputs)
     if not paths:
         raise InputError("no input images found")
     _writable_dir(outdir)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io.facemesh import MESH_POINTS, MIRROR_68, mesh_mirror
+from .native import quiet_native_logs, require
 
 DETECT_MAX_SIDE = 1024
 
@@ -28,7 +30,7 @@ class Face:
 def _predictor_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise InputError("face-recognition-models is not installed (pip install face-recognition-models)")
+        require("face_recognition_models", load=False)
     path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
     if not path.is_file():
         raise InputError(f"68-point landmark model missing: {path}")
@@ -37,22 +39,20 @@ def _predictor_path() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _dlib_models():
-    import dlib
-
+    dlib = require("dlib")
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(_predictor_path()))
 
 
 @functools.lru_cache(maxsize=1)
 def _mediapipe_detector():
-    from mediapipe.python.solutions import face_detection
-
+    face_detection = require("mediapipe.python.solutions.face_detection")
     # full-range model: also finds small and turned faces
-    return face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+    with quiet_native_logs():
+        return face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
 
 
 def _downscale(rgb: np.ndarray) -> tuple[np.ndarray, float]:
-    import cv2
-
+    cv2 = require("cv2")
     h, w = rgb.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
     if scale < 1.0:
@@ -61,8 +61,7 @@ def _downscale(rgb: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _dlib_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
-    import cv2
-
+    cv2 = require("cv2")
     detector, _ = _dlib_models()
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     rects, scores, _ = detector.run(gray, 1, 0.0)
@@ -71,7 +70,9 @@ def _dlib_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
 
 def _mediapipe_boxes(small: np.ndarray) -> list[tuple[tuple[float, ...], float]]:
     h, w = small.shape[:2]
-    result = _mediapipe_detector().process(np.ascontiguousarray(small))
+    detector = _mediapipe_detector()
+    with quiet_native_logs():
+        result = detector.process(np.ascontiguousarray(small))
     out = []
     for det in result.detections or []:
         b = det.location_data.relative_bounding_box
@@ -87,8 +88,6 @@ def face_boxes(rgb: np.ndarray, detector: str = "dlib") -> list[tuple[tuple[floa
 
 
 # index of each point's mirror partner in the 68-point scheme (jaw, brows, nose, eyes, mouth)
-MIRROR_68 = np.r_[16:-1:-1, 26:21:-1, 21:16:-1, 27:31, 35:30:-1, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
-                  54:47:-1, 59:54:-1, 64:59:-1, 67:64:-1]
 
 
 def predict_landmarks(rgb: np.ndarray, box, symmetric: bool = False) -> np.ndarray:
@@ -131,3 +130,43 @@ def detect_faces(rgb: np.ndarray) -> list[Face]:
         faces.append(Face(box=box, score=score, detector=detector, landmarks=predict_landmarks(rgb, box)))
     faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
     return faces
+
+
+@functools.lru_cache(maxsize=1)
+def _face_mesh():
+    face_mesh = require("mediapipe.python.solutions.face_mesh")
+    # several faces, so the one that matches dlib's can be picked when someone stands beside
+    with quiet_native_logs():
+        return face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4, min_detection_confidence=0.5)
+
+
+
+
+
+
+def _mesh_near(rgb: np.ndarray, near: np.ndarray) -> np.ndarray | None:
+    h, w = rgb.shape[:2]
+    mesh = _face_mesh()
+    with quiet_native_logs():
+        found = mesh.process(np.ascontiguousarray(rgb)).multi_face_landmarks or []
+    faces = [np.array([[p.x * w, p.y * h] for p in f.landmark[:MESH_POINTS]]) for f in found]
+    if not faces:
+        return None
+    centre, size = near.mean(0), np.ptp(near, 0).max()
+    best = min(faces, key=lambda f: np.linalg.norm(f.mean(0) - centre))
+    return best if np.linalg.norm(best.mean(0) - centre) < 0.25 * size else None
+
+
+def face_mesh_points(rgb: np.ndarray, near: np.ndarray) -> np.ndarray | None:
+    """MediaPipe's 468 face-mesh points [468,2] (pixel-edge coordinates) of the face whose centre is
+    that of ``near`` (the 68 dlib points), averaged with the prediction on the mirror image; None
+    when the mesh model finds no such face (e.g. a strong profile) on either image."""
+    w = rgb.shape[1]
+    pts = _mesh_near(rgb, near)
+    flipped = near.copy()
+    flipped[:, 0] = w - 1 - flipped[:, 0]
+    mirrored = _mesh_near(np.ascontiguousarray(rgb[:, ::-1]), flipped)
+    if pts is None or mirrored is None:
+        return None
+    mirrored[:, 0] = w - mirrored[:, 0]
+    return 0.5 * (pts + mirrored[mesh_mirror()])

@@ -11,9 +11,10 @@ from PIL import Image
 from ..errors import InputError, NoFaceError
 from .crop import CANVAS, MIN_QUAD_SIDE, SQUARE_SIDE, SQUARE_TL, Quad, apply_affine, crop_canvas, initial_quad, \
     quad_to_canvas
-from .io import load_image
-from .landmarks import Face, detect_faces, predict_landmarks
+from ..io.images import read_image
+from .landmarks import Face, detect_faces, face_mesh_points, predict_landmarks
 from .mask import person_matte
+from .native import check_installed
 from .pose import Calibration, estimate_pose, euler_3ddfa, label_from_rotation
 
 MIN_IMAGE_SIDE = 32
@@ -47,8 +48,9 @@ def _inverse(affine: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.vstack([affine, [0, 0, 1]]))[:2]
 
 
-# dlib's box for a face framed the official way (what its detector returns on the sample crops)
-CANVAS_BOX = (134, 170, 455, 491)
+# dlib's box for a face framed the official way (the size its detector returns on the sample crops),
+# centred on the canvas so that the mirror-averaged prediction sees the same box on a mirrored canvas
+CANVAS_BOX = (121, 170, 441, 491)
 
 
 def canvas_landmarks(rgb: np.ndarray, quad: Quad) -> tuple[np.ndarray, np.ndarray]:
@@ -58,11 +60,18 @@ def canvas_landmarks(rgb: np.ndarray, quad: Quad) -> tuple[np.ndarray, np.ndarra
     return canvas, predict_landmarks(canvas, CANVAS_BOX, symmetric=True)
 
 
-def refine_quad(rgb: np.ndarray, quad: Quad, calib: Calibration | None = None) -> Quad:
+def pose_points(canvas: np.ndarray, lm68: np.ndarray) -> np.ndarray:
+    """The points the pose is fitted to: the 468 face-mesh points of the canvas's face, or dlib's
+    68 where the mesh model finds no face there."""
+    mesh = face_mesh_points(canvas, lm68)
+    return lm68 if mesh is None else mesh
+
+
+def refine_quad(rgb: np.ndarray, quad: Quad, calib: Calibration | dict | None = None) -> Quad:
     """Spec 7.3 step 8 with our pose: move/scale the quad so the head origin lands at the
     canvas centre at the official distance; orientation (roll) is kept."""
     a0 = quad_to_canvas(quad)
-    pose = estimate_pose(canvas_landmarks(rgb, quad)[1], calib)
+    pose = estimate_pose(pose_points(*canvas_landmarks(rgb, quad)), calib)
     if not (0.5 < pose.scale < 2.0) or np.abs(pose.anchor_px - CANVAS / 2).max() > CANVAS / 4:
         return quad  # implausible fit (occlusion, extreme pose): keep the landmark quad, like 3DDFA's rejects
     centre = np.array([CANVAS / 2, CANVAS / 2])
@@ -74,7 +83,7 @@ def refine_quad(rgb: np.ndarray, quad: Quad, calib: Calibration | None = None) -
 
 
 def _align_face(rgb: np.ndarray, face: Face, size: int, with_mask: bool, skip_small: bool,
-                calib: Calibration | None, name: str) -> AlignedFace:
+                calib: Calibration | dict | None, name: str) -> AlignedFace:
     # landmarks re-predicted on the upright, normalised canvas are steadier than the first ones
     quad = initial_quad(face.landmarks)
     quad = initial_quad(apply_affine(_inverse(quad_to_canvas(quad)), canvas_landmarks(rgb, quad)[1]))
@@ -86,10 +95,11 @@ def _align_face(rgb: np.ndarray, face: Face, size: int, with_mask: bool, skip_sm
         warnings.warn(f"{name}: face quad side {quad.side:.0f} px < {MIN_QUAD_SIDE:.0f} px (the official "
                       f"pipeline drops such faces); the crop is upsampled", FaceTooSmallWarning, stacklevel=3)
     canvas, lm_canvas = canvas_landmarks(rgb, quad)
-    pose = estimate_pose(lm_canvas, calib)
+    points = pose_points(canvas, lm_canvas)
+    pose = estimate_pose(points, calib)
     yaw, pitch, roll = euler_3ddfa(pose.rotation)
     img = Image.fromarray(canvas)
-    mask = person_matte(canvas) if with_mask else None
+    mask = person_matte(canvas, lm_canvas) if with_mask else None
     if size != CANVAS:
         img = img.resize((size, size), Image.LANCZOS)
         mask = mask.resize((size, size), Image.LANCZOS) if mask is not None else None
@@ -99,18 +109,20 @@ def _align_face(rgb: np.ndarray, face: Face, size: int, with_mask: bool, skip_sm
     out.report = {"detector": face.detector, "score": round(face.score, 4), "yaw": round(yaw, 3),
                   "pitch": round(pitch, 3), "roll": round(roll, 3), "quad": np.round(out.quad, 2).tolist(),
                   "quad_side": round(quad.side, 2), "small_face": small, "reprojection_px": round(pose.reproj_px, 3),
+                  "pose_points": len(points),
                   "landmarks": np.round(face.landmarks, 2).tolist()}
     return out
 
 
 def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: bool = False,
-              calib: Calibration | None = None, name: str | None = None,
+              calib: Calibration | dict | None = None, name: str | None = None,
               max_faces: int | None = None) -> list[AlignedFace]:
     """Every detected face (at most max_faces), largest first. Raises NoFaceError when there is none."""
     if size not in (CANVAS, 512):
         raise InputError(f"size must be {CANVAS} (official canvas) or 512, got {size}")
+    check_installed()
     name = name or (str(image) if isinstance(image, (str,)) or hasattr(image, "__fspath__") else "image")
-    pil = load_image(image, name)
+    pil = read_image(image, name)
     if min(pil.size) < MIN_IMAGE_SIDE:
         raise InputError(f"{name}: image too small ({pil.size[0]}x{pil.size[1]}); need at least "
                          f"{MIN_IMAGE_SIDE} px per side")
@@ -133,6 +145,6 @@ def align_all(image, size: int = CANVAS, with_mask: bool = True, skip_small: boo
 
 
 def align(image, size: int = CANVAS, with_mask: bool = True, skip_small: bool = False,
-          calib: Calibration | None = None, name: str | None = None) -> AlignedFace:
+          calib: Calibration | dict | None = None, name: str | None = None) -> AlignedFace:
     """The largest face of a photo (path, PIL image or uint8 array) aligned the PanoHead way."""
     return align_all(image, size, with_mask, skip_small, calib, name, max_faces=1)[0]

@@ -1,10 +1,15 @@
-"""Head pose from 68 landmarks by PnP against a 3D template; labels as spec 7.4.
+"""Head pose from face landmarks by PnP against a 3D template; labels as spec 7.4.
 
-Template: dlib 68 points mapped onto MediaPipe's canonical face mesh (centimetres; x to the
-subject's left, y up, z out of the face, like PanoHead's world). Its frontal orientation and
-the point that corresponds to PanoHead's world origin differ from 3DDFA's BFM, so a fixed
-rotation offset, an anchor point and a cm-per-world-unit scale are calibrated on the official
-samples (``benchmarks/bench_pose.py --calibrate`` writes ``assets/pose_calibration.json``).
+Two point sets, each with its own template: MediaPipe's 468 face-mesh points against its own
+canonical face mesh (centimetres; x to the subject's left, y up, z out of the face, like PanoHead's
+world; exact correspondences, the first choice), or, where the mesh model finds no face, dlib's 68
+points mapped onto that mesh (made mirror-symmetric: each point averaged with its mirrored partner).
+Both templates are symmetric, so a mirrored photo gives the mirrored pose. Their frontal
+orientation and the point that corresponds to PanoHead's world origin differ from 3DDFA's BFM, so a
+fixed rotation offset, an anchor point and a cm-per-world-unit scale are calibrated on the official
+samples and their mirror images (``benchmarks/bench_pose.py --calibrate`` writes
+``assets/pose_calibration.json``): with the mirrored copies the fit is symmetric by construction
+(the offset a pure pitch, the anchor on the mid-plane), not a yaw bias fitted to three photos.
 
 Poses are solved in the 563-canvas frame with the official camera: focal 4.2647*563 px and
 the principal point at the canvas centre, so the head origin must land at the centre at
@@ -16,17 +21,16 @@ import functools
 import json
 import math
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 import torch
 
 from .. import camera
 from .crop import CANVAS
+from ..io.facemesh import MESH_POINTS, MIRROR_68, asset, mesh_mirror, template
 
-# All 68: without the jaw, pitch leans on the mouth, whose template match breaks with smiles
-# (astronaut: 26 deg pitch on 17-67, 2 deg on 0-67; benchmarks/results/preprocess.md).
-FIT_POINTS = np.arange(68)
+# Every point is fitted: without dlib's jaw, pitch leans on the mouth, whose template match breaks
+# with smiles (astronaut: 26 deg pitch on 17-67, 2 deg on 0-67; benchmarks/results/preprocess.md).
 FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes <-> 3DDFA/OpenGL view axes
 
 
@@ -35,10 +39,11 @@ class Calibration:
     rotation_offset: np.ndarray  # [3,3]: world (BFM) frame -> template frame
     anchor: np.ndarray  # [3] template point that sits at PanoHead's world origin (cm)
     cm_per_unit: float  # template centimetres per PanoHead world unit
+    points: int = 68  # the point set (68 dlib or 468 mesh points) it was fitted for
 
     def to_json(self) -> dict:
         return {"rotation_offset": self.rotation_offset.tolist(), "anchor": self.anchor.tolist(),
-                "cm_per_unit": self.cm_per_unit}
+                "cm_per_unit": self.cm_per_unit, "points": self.points}
 
 
 @dataclass
@@ -49,24 +54,33 @@ class Pose:
     reproj_px: float  # RMS reprojection error of the fitted landmarks
 
 
-def _asset(name: str):
-    return resources.files("psohead").joinpath("assets", name)
+def mirror_landmarks(lm_canvas: np.ndarray) -> np.ndarray:
+    """The canvas points of the horizontally mirrored canvas, relabelled so each keeps its meaning
+    (dlib numbers its points by image side; mesh points by vertex). dlib gives pixel centres, the
+    mesh model pixel-edge coordinates."""
+    if len(lm_canvas) == MESH_POINTS:
+        out = lm_canvas[mesh_mirror()].astype(np.float64)
+        return np.c_[CANVAS - out[:, 0], out[:, 1]]
+    out = lm_canvas[MIRROR_68].astype(np.float64)
+    return np.c_[CANVAS - 1 - out[:, 0], out[:, 1]]
 
-
-@functools.lru_cache(maxsize=1)
-def template() -> np.ndarray:
-    """[68,3] float64 template points (cm)."""
-    with _asset("face_mesh_canonical.npz").open("rb") as f:
-        verts = np.load(f)["vertices"].astype(np.float64)
-    with _asset("dlib68_facemesh_index.npy").open("rb") as f:
-        index = np.load(f)
-    return verts[index]
 
 
 @functools.lru_cache(maxsize=1)
-def default_calibration() -> Calibration:
-    data = json.loads(_asset("pose_calibration.json").read_text())
-    return Calibration(np.array(data["rotation_offset"]), np.array(data["anchor"]), float(data["cm_per_unit"]))
+def default_calibration() -> dict[int, Calibration]:
+    """{point count: Calibration} from assets/pose_calibration.json."""
+    data = json.loads(asset("pose_calibration.json").read_text())
+    return {int(d["points"]): Calibration(np.array(d["rotation_offset"]), np.array(d["anchor"]),
+                                          float(d["cm_per_unit"]), int(d["points"])) for d in data.values()}
+
+
+def calibration_for(points: int, calib: Calibration | dict | None = None) -> Calibration:
+    """The calibration of a point set from ``calib`` (one, or {count: Calibration}; None: the bundled)."""
+    calib = default_calibration() if calib is None else calib
+    found = calib.get(points) if isinstance(calib, dict) else calib
+    if found is None or found.points != points:
+        raise ValueError(f"no pose calibration for {points} landmarks")
+    return found
 
 
 def canvas_intrinsics() -> np.ndarray:
@@ -78,7 +92,7 @@ def solve_pnp(lm_canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Template -> OpenCV camera (R [3,3], t [3] in cm) from 68 canvas-frame points, RMS px error."""
     import cv2
 
-    obj, img, k = template()[FIT_POINTS], lm_canvas[FIT_POINTS].astype(np.float64), canvas_intrinsics()
+    obj, img, k = template(len(lm_canvas)), lm_canvas.astype(np.float64), canvas_intrinsics()
     # start frontal at a plausible distance so the iterative solver never flips behind the camera
     rvec0 = cv2.Rodrigues(FLIP_YZ)[0]
     tvec0 = np.array([[0.0], [0.0], [60.0]])
@@ -88,8 +102,8 @@ def solve_pnp(lm_canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return r, tvec.reshape(3), float(np.sqrt(((proj - img) ** 2).sum(1).mean()))
 
 
-def estimate_pose(lm_canvas: np.ndarray, calib: Calibration | None = None) -> Pose:
-    calib = calib or default_calibration()
+def estimate_pose(lm_canvas: np.ndarray, calib: Calibration | dict | None = None) -> Pose:
+    calib = calibration_for(len(lm_canvas), calib)
     r_cv, t, err = solve_pnp(lm_canvas)
     p = t + r_cv @ calib.anchor
     u = canvas_intrinsics() @ p
@@ -134,9 +148,13 @@ def project_to_so3(m: np.ndarray) -> np.ndarray:
 def calibrate(canvas_landmarks: list[np.ndarray], labels: list) -> Calibration:
     """Fit offset rotation, anchor and scale so official crops reproduce their official labels.
 
+    Every sample also enters mirrored (mirrored points, ``camera.flip_label`` of its label): the
+    mirror image of a photo is as real as the photo, and with it the fit cannot prefer one side.
     On an official crop the world origin sits at distance 2.7 on the optical axis, so for each
     sample: t + R_cv a = (0, 0, 2.7 k) -- linear in (a, k).
     """
+    canvas_landmarks = list(canvas_landmarks) + [mirror_landmarks(lm) for lm in canvas_landmarks]
+    labels = list(labels) + [camera.flip_label(lb) for lb in labels]
     fits = [solve_pnp(lm) for lm in canvas_landmarks]
     truths = [rotation_from_label(lb) for lb in labels]
     offset = project_to_so3(sum(r_cv.T @ FLIP_YZ @ r_true for (r_cv, _, _), r_true in zip(fits, truths)))
@@ -145,4 +163,5 @@ def calibrate(canvas_landmarks: list[np.ndarray], labels: list) -> Calibration:
         rows.append(np.hstack([r_cv, -np.array([[0.0], [0.0], [camera.RADIUS]])]))
         rhs.append(-t)
     sol = np.linalg.lstsq(np.vstack(rows), np.concatenate(rhs), rcond=None)[0]
-    return Calibration(rotation_offset=offset, anchor=sol[:3], cm_per_unit=float(sol[3]))
+    return Calibration(rotation_offset=offset, anchor=sol[:3], cm_per_unit=float(sol[3]),
+                       points=len(canvas_landmarks[0]))

@@ -1,6 +1,6 @@
 """Write a synthetic training set in the psohead layout, resumably and atomically.
 
-Layout (same as :class:`psohead.training.dataset_writer.DatasetWriter`)::
+Layout (same as :class:`psohead.io.dataset_writer.DatasetWriter`)::
 
     DIR/images/00000/img00000000.png   DIR/masks/00000/img00000000.png
     DIR/images/dataset.json            DIR/heads.jsonl     DIR/synth.json

@@ -12,14 +12,22 @@ from __future__ import annotations
 import torch
 
 from .face import EXTENT, SDF_CHANNELS, face_geometry, sample_face
-from .params import COL
+from .params import COL, CM_WORLD, EAR_RY, FACE_ORIGIN_Z
 from .sdf import capsule, ellipsoid, length3, shift, smin, sphere
 
 HEAD_OFFSET = (0.0, -0.035, 0.0)  # places the eyes near the image centre, as in PanoHead crops
-CM = 0.0205  # world units per face-mesh centimetre
-FACE_ORIGIN = (0.0, -0.005, 0.115)
-CRANIUM_CENTER = (0.0, 0.075, -0.025)
+CM = CM_WORLD  # world units per face-mesh centimetre
+FACE_ORIGIN = (0.0, -0.005, FACE_ORIGIN_Z)
+CRANIUM_CENTER = (0.0, 0.075)  # x, y of the cranium ellipsoid; its z is per head (``cran_z``)
 OFF = 10.0  # distance added to a switched-off part
+FACE_SIDE_GAP = 0.002  # how far the face may reach past the cranium's outline seen from the front
+# Ears: half-length and half-width (head-local units) at ``ear`` = 1 (a 6.1 x 3.5 cm ear); the
+# centre half-way between brow and nose base, 1.2 cm behind the cranium's front-back middle
+# (the tragion lies near the middle, the pinna behind it).
+EAR_RZ = 0.036
+EAR_CENTER = (0.022, -0.025)  # height (head-local y), front-back offset from ``cran_z``
+# Neck, collar and shoulders sit under the cranium, so their z is relative to ``cran_z``.
+NECK_TOP, NECK_BOTTOM = (0.0, -0.06, -0.01), (0.0, -0.5, -0.005)
 
 
 class PointParams:
@@ -78,10 +86,12 @@ def per_head(col) -> dict[str, torch.Tensor]:
         "nose1": col("nose") - 1, "lips_w": 0.3 * col("lips_full"), "brow_w": 0.25 * col("brow_ridge"),
         "cheek_w": 0.35 * col("cheek"), "i_rx": 1 / rx, "i_ry": 1 / ry, "i_rz": 1 / rz,
         "i_jaw_x": 1 / (0.118 * col("jaw_w")), "i_jaw_y": 1 / (0.095 * col("chin")),
-        "ear_x": rx + 0.004, "i_ear_y": 1 / (0.031 * ear), "i_ear_z": 1 / (0.021 * ear),
-        "i_concha_y": 1 / (0.7 * 0.031 * ear), "i_concha_z": 1 / (0.7 * 0.021 * ear),
+        "ear_x": rx + 0.004, "i_ear_y": 1 / (EAR_RY * ear), "i_ear_z": 1 / (EAR_RZ * ear),
+        "i_concha_y": 1 / (0.7 * EAR_RY * ear), "i_concha_z": 1 / (0.7 * EAR_RZ * ear),
         "eye_r": eye_r, "eye_z": float(g.eye_left[2]) - 0.3 - eye_r,
         "collar_r": col("neck_r") + 0.012, "hairline_y": 0.035 + col("hairline"),
+        # bun and ponytail hang on the back of the cranium, wherever its length puts it
+        "bun_z": col("cran_z") - 0.69 * rz - 0.077, "tail_z": col("cran_z") - 0.946 * rz - 0.036,
         "i_cu_x": 1 / (rx + vol), "i_cu_y": 1 / (ry + vol), "i_cu_z": 1 / (rz + vol),
         "hang": -(CRANIUM_CENTER[1] - col("curtain_bot")).clamp_min(0),
         "i_curl": 1 / (1 + 1.6 * col("curl_amp") * col("curl_freq")), **off,
@@ -135,20 +145,23 @@ def _evaluate(x, y, z, c: PointParams, full: bool):
     """Distances of skin, eyes, cloth and hair (world units); with ``full`` also shading data."""
     s, inv = c["scale"], c["i_scale"]
     x, y, z = x * inv, shift(y, HEAD_OFFSET[1]).mul_(inv), z * inv
-    cx, cy, cz = x, shift(y, CRANIUM_CENTER[1]), shift(z, CRANIUM_CENTER[2])
+    cx, cy, cz = x, shift(y, CRANIUM_CENTER[1]), z - c["cran_z"]
     cran = ellipsoid(cx, cy, cz, c["i_rx"], c["i_ry"], c["i_rz"])
     qx, qy, qz = face_local(x, y, z, c)
     tex = sample_face(qx, qy) if full else sample_face(qx, qy, SDF_CHANNELS)
-    upper = smin(cran, _face_cm(qx, qy, qz, c, tex).mul_(c["cm"]), 0.02)
+    # the face never reaches past the cranium's sides: an elliptic cylinder (along z) of the cranium's
+    # x-y outline, upright below its equator (the canonical mesh is as wide as a narrow skull)
+    side = ellipsoid(cx, cy.clamp_min(0.0), torch.zeros_like(cz), c["i_rx"], c["i_ry"], 0.0).sub_(FACE_SIDE_GAP)
+    upper = smin(cran, torch.maximum(_face_cm(qx, qy, qz, c, tex).mul_(c["cm"]), side), 0.02)
     skin = smin(upper, ellipsoid(x, y + 0.085, z, c["i_jaw_x"], c["i_jaw_y"], 1 / 0.13), 0.03)
-    ex, ey, ez = x.abs().sub_(c["ear_x"]), y - 0.005, z + 0.03
+    ex, ey, ez = x.abs().sub_(c["ear_x"]), y - EAR_CENTER[0], cz - EAR_CENTER[1]
     concha = ellipsoid(ex - 0.012, ey, ez - 0.002, 1 / (0.7 * 0.011), c["i_concha_y"], c["i_concha_z"])
     ear = torch.maximum(ellipsoid(ex, ey, ez, 1 / 0.011, c["i_ear_y"], c["i_ear_z"]), concha.neg_())
     skin = smin(skin, ear, 0.006)
-    skin = smin(skin, capsule(x, y, z, (0.0, -0.06, -0.035), (0.0, -0.5, -0.03), c["neck_r"]), 0.03)
+    skin = smin(skin, capsule(x, y, cz, NECK_TOP, NECK_BOTTOM, c["neck_r"]), 0.03)
     eyes_cm = _eyes_cm(qx, qy, qz, c)
-    cloth = ellipsoid(x, y + 0.43, z + 0.035, 1 / 0.36, 1 / 0.16, 1 / 0.15)
-    cloth = smin(cloth, capsule(x, y, z, (0.0, -0.3, -0.035), (0.0, -0.5, -0.03), c["collar_r"]), 0.03)
+    cloth = ellipsoid(x, y + 0.43, cz + 0.01, 1 / 0.36, 1 / 0.16, 1 / 0.15)
+    cloth = smin(cloth, capsule(x, y, cz, (0.0, -0.3, NECK_TOP[2]), NECK_BOTTOM, c["collar_r"]), 0.03)
     hair = _hair(x, y, z, cx, cy, cz, c, upper)
     out = {"skin": skin.mul_(s), "eyes": eyes_cm.mul_(c["cm"]).mul_(s), "cloth": cloth.mul_(s), "hair": hair.mul_(s)}
     if full:
@@ -175,10 +188,11 @@ def _hair(x, y, z, cx, cy, cz, c: PointParams, upper):
         cut = torch.maximum(zc.sub_(z), y - c["fringe_y"])
         parts["curtain"] = torch.maximum(curtain, cut.neg_())
     if c.present("bun_on"):
-        parts["bun"] = sphere(x, y, z, (0.0, 0.22, -0.24), c["bun_r"])
+        parts["bun"] = sphere(x, y, z, (0.0, 0.22, c["bun_z"]), c["bun_r"])
     if c.present("tail_on"):
         tl = c["tail_len"]
-        parts["tail"] = capsule(x, y, z, (0.0, 0.14, -0.25), (0.0, 0.12 - tl, -0.3 - 0.1 * tl), 0.036)
+        tz = c["tail_z"]
+        parts["tail"] = capsule(x, y, z, (0.0, 0.14, tz), (0.0, 0.12 - tl, tz - 0.05 - 0.1 * tl), 0.036)
     parts = {k: v.add_(c[k + "_off"]) for k, v in parts.items()}  # + OFF where the part is off
     hair = _union(_union(parts.get("cap"), parts.get("curtain")), _union(parts.get("bun"), parts.get("tail")))
     if hair is None:
@@ -255,3 +269,20 @@ def _eye_colour(qx, qy, qz, c: PointParams, like):
 
 BOUND_CENTER = (0.0, -0.15, -0.02)
 BOUND_RADIUS = 0.62
+
+
+def face_landmarks(record: dict) -> torch.Tensor:
+    """The 68 face landmarks (dlib numbering) of one head, world units [68, 3]: the pose template's
+    points (on the canonical face mesh) taken through the inverse of :func:`face_local` (chin
+    stretch, jaw warp, face scale) and the head's scale and offset. Ground truth for landmark-based
+    measurements such as :func:`psohead.metrics.geometry.head_proportions`."""
+    from ..io.facemesh import template
+
+    q = torch.as_tensor(template(68), dtype=torch.float64)
+    chin, jaw_w, s = record["chin"], record["jaw_w"], record["scale"]
+    qy = torch.where(q[:, 1] < -4.0, (q[:, 1] + 4.0) * chin - 4.0, q[:, 1])  # undo the chin stretch
+    below = (-qy / 9.0).clamp(0, 1)
+    qx = q[:, 0] * (1 + below * (jaw_w - 1))  # undo the jaw warp
+    local = torch.stack([qx * CM * record["face_sx"], qy * CM * record["face_sy"] + FACE_ORIGIN[1],
+                         q[:, 2] * CM * record["face_sz"] + FACE_ORIGIN[2]], -1)
+    return local * s + torch.tensor(HEAD_OFFSET, dtype=torch.float64)

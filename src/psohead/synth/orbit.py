@@ -11,14 +11,14 @@ import torch
 
 from ..camera import HEAD_LOOKAT, label_from_yaw_pitch
 from ..errors import InputError
-from ..training.dataset_writer import DatasetWriter
+from ..io.dataset_writer import DatasetWriter
 from . import head as H
 from .preview import render_views
 
 
 def head_mesh(record: dict, grid: int = 160, device: str = "cpu", chunk: int = 262144):
-    """Marching cubes of one head's SDF: vertices [V,3] (world), faces [F,3], colours [V,3] uint8."""
-    import mcubes
+    """Marching cubes of one head's SDF: vertices [V,3] (world), faces [F,3] (outward), colours [V,3] uint8."""
+    from skimage.measure import marching_cubes
 
     from .params import stack
 
@@ -29,8 +29,10 @@ def head_mesh(record: dict, grid: int = 160, device: str = "cpu", chunk: int = 2
     pp = H.PointParams(stack([record], device=device))
     with torch.no_grad():
         d = torch.cat([H.sdf(c, pp) for c in pts.split(chunk)]).cpu().numpy()
-    verts, faces = mcubes.marching_cubes(d.reshape(grid, grid, grid), 0.0)
-    verts = lo + verts * (hi - lo) / (grid - 1)
+    # the SDF is negative inside: its gradient points out, which 'descent' winds as outward faces
+    verts, faces, _, _ = marching_cubes(d.reshape(grid, grid, grid), 0.0, spacing=tuple((hi - lo) / (grid - 1)),
+                                        gradient_direction="descent")
+    verts = lo + verts
     with torch.no_grad():
         v = torch.as_tensor(verts, dtype=torch.float32, device=device)
         cols = []
@@ -41,18 +43,10 @@ def head_mesh(record: dict, grid: int = 160, device: str = "cpu", chunk: int = 2
 
 
 def ply_bytes(verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray) -> bytes:
-    """Binary little-endian PLY with per-vertex colour."""
-    header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {len(verts)}\n"
-              "property float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\n"
-              f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")
-    vdt = np.dtype([("p", "<f4", 3), ("c", "u1", 3)])
-    vbuf = np.empty(len(verts), vdt)
-    vbuf["p"], vbuf["c"] = verts, rgb
-    fdt = np.dtype([("n", "u1"), ("i", "<i4", 3)])
-    fbuf = np.empty(len(faces), fdt)
-    fbuf["n"], fbuf["i"] = 3, faces
-    return header.encode() + vbuf.tobytes() + fbuf.tobytes()
+    """Binary PLY with per-vertex colour."""
+    import trimesh
+
+    return trimesh.Trimesh(verts, faces, vertex_colors=rgb, process=False).export(file_type="ply")
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:

@@ -12,7 +12,7 @@ STYLES = ("bald", "buzz", "short", "bob", "long", "bun", "ponytail", "curly")
 STYLE_WEIGHTS = (0.04, 0.10, 0.22, 0.15, 0.20, 0.08, 0.08, 0.13)
 
 HEAD_KEYS = (
-    "scale", "cran_rx", "cran_ry", "cran_rz", "face_sx", "face_sy", "face_sz", "nose", "lips_full",
+    "scale", "cran_rx", "cran_ry", "cran_rz", "cran_z", "face_sx", "face_sy", "face_sz", "nose", "lips_full",
     "jaw_w", "chin", "ear", "neck_r", "brow_ridge", "cheek", "gaze_x", "gaze_y", "eye_size",
     "skin_r", "skin_g", "skin_b", "lip_r", "lip_g", "lip_b", "iris_r", "iris_g", "iris_b",
     "hair_r", "hair_g", "hair_b", "cloth_r", "cloth_g", "cloth_b", "brow_dark", "beard", "blush",
@@ -40,6 +40,41 @@ _HAIR_W = (0.24, 0.22, 0.16, 0.07, 0.1, 0.05, 0.07, 0.03, 0.06)
 _IRIS = ((0.22, 0.11, 0.04), (0.3, 0.2, 0.08), (0.25, 0.42, 0.62), (0.28, 0.42, 0.25), (0.4, 0.44, 0.47))
 _IRIS_W = (0.45, 0.2, 0.15, 0.1, 0.1)
 
+# Adult anthropometry by sex, (mean, sd) in cm (docs/synth.md gives the sources and the measured
+# heads): head breadth (eu-eu), head length (glabella-opisthocranion), neck breadth, ear length.
+# Breadth and length are drawn correlated; their ratio, the cephalic index, is kept in its range.
+HEAD_BREADTH_CM = {"male": (15.4, 0.55), "female": (14.7, 0.5)}
+HEAD_LENGTH_CM = {"male": (19.6, 0.7), "female": (18.7, 0.65)}
+BREADTH_LENGTH_CORRELATION = 0.35
+CEPHALIC_INDEX_RANGE = (0.72, 0.88)
+NECK_BREADTH_CM = {"male": (11.7, 0.6), "female": (10.2, 0.5)}
+EAR_LENGTH_CM = {"male": (6.3, 0.4), "female": (5.9, 0.4)}
+CM_WORLD = 0.0205  # head-local units per face-mesh centimetre (``head.CM``)
+FACE_ORIGIN_Z = 0.115  # depth of the face mesh's origin in the head (``head.FACE_ORIGIN``)
+GLABELLA_Z_CM = 5.3  # face-mesh depth of the glabella, the front end of the head length
+BROW_GAP = 0.005  # the glabella's soft tissue in front of the cranium ellipsoid (head-local units)
+EAR_RY = 0.0625  # ear half-length (head-local units) at ``ear`` = 1: a 6.1 cm ear
+
+
+def _normal(rng, mean_sd, z: float | None = None) -> float:
+    """mean + sd * z (z a standard normal draw unless given) with z clipped to +-2 (no outliers)."""
+    mean, sd = mean_sd
+    return mean + sd * float(np.clip(rng.normal() if z is None else z, -2.0, 2.0))
+
+
+def _cranium(rng, sex: str, face_sz: float) -> dict:
+    """Cranium ellipsoid from a drawn head breadth and length (cm, correlated): length runs from
+    the glabella (on the face) to the back of the ellipsoid."""
+    z1, z2 = rng.normal(size=2)
+    r = BREADTH_LENGTH_CORRELATION
+    length = _normal(rng, HEAD_LENGTH_CM[sex], z1)
+    breadth = _normal(rng, HEAD_BREADTH_CM[sex], r * z1 + np.sqrt(1 - r * r) * z2)
+    breadth = float(np.clip(breadth / length, *CEPHALIC_INDEX_RANGE)) * length * CM_WORLD
+    length *= CM_WORLD
+    rz = (length - BROW_GAP) / 2
+    glabella = FACE_ORIGIN_Z + GLABELLA_Z_CM * CM_WORLD * face_sz
+    return {"cran_rx": breadth / 2, "cran_rz": rz, "cran_z": glabella - BROW_GAP - rz}
+
 
 def sample_head(seed: int) -> dict:
     """One identity: {"seed", "style", "hair_color", **floats}."""
@@ -47,13 +82,17 @@ def sample_head(seed: int) -> dict:
     u = rng.uniform
     style = STYLES[rng.choice(len(STYLES), p=STYLE_WEIGHTS)]
     female_ish = style in ("bob", "long", "bun", "ponytail") and u() < 0.8
+    sex = "female" if female_ish else "male"
+    # face_sy: the canonical mesh's face height (nasion-menton) is 12.7 cm; adults' are ~12.2 (men), ~11.3 (women)
     p = {
-        "scale": u(0.94, 1.05), "cran_rx": u(0.152, 0.17), "cran_ry": u(0.19, 0.21), "cran_rz": u(0.19, 0.215),
-        "face_sx": u(0.9, 1.08), "face_sy": u(0.93, 1.07), "face_sz": u(0.85, 1.15), "nose": u(0.6, 1.7),
+        "scale": u(0.94, 1.05), "cran_ry": u(0.19, 0.21),
+        "face_sx": u(0.9, 1.08), "face_sy": u(0.89, 1.03) - 0.05 * female_ish, "face_sz": u(0.85, 1.15), "nose": u(0.6, 1.7),
         "lips_full": u(0.0, 1.0) + 0.3 * female_ish, "jaw_w": u(0.85, 1.12) - 0.06 * female_ish, "chin": u(0.85, 1.15),
-        "ear": u(0.85, 1.2), "neck_r": u(0.052, 0.07) - 0.008 * female_ish, "brow_ridge": u(0.0, 1.0), "cheek": u(0, 1),
+        "ear": _normal(rng, EAR_LENGTH_CM[sex]) / (2 * EAR_RY / CM_WORLD),
+        "neck_r": _normal(rng, NECK_BREADTH_CM[sex]) * CM_WORLD / 2, "brow_ridge": u(0.0, 1.0), "cheek": u(0, 1),
         "gaze_x": rng.normal(0, 0.08), "gaze_y": rng.normal(0, 0.05), "eye_size": u(0.9, 1.1),
     }
+    p.update(_cranium(rng, sex, p["face_sz"]))
     t = rng.beta(1.3, 1.3)
     skin = ((1 - t) * _SKIN_LIGHT_SRGB + t * _SKIN_DARK_SRGB) ** 2.2
     skin = skin * np.array([1, u(0.96, 1.04), u(0.9, 1.08)])

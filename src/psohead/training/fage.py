@@ -18,7 +18,7 @@ from pathlib import Path
 from ..atomic import write_json
 from ..errors import InputError
 from ..networks.config import DiscriminatorConfig, GeneratorConfig
-from .dataset import HeadDataset
+from ..io.dataset import HeadDataset
 from .options import TrainOptions
 from .snapshot import LATEST, find_latest
 

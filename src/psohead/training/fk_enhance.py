@@ -32,8 +32,11 @@ from PIL import Image
 from ..atomic import write_image, write_json
 from ..camera import HEAD_LOOKAT, apply_offset, label_from_yaw_pitch
 from ..errors import InputError
-from .dataset import IMAGE_EXTS, resize_square
-from .dataset_writer import DatasetWriter
+from ..io.dataset import resize_square
+from ..networks.sampling import map_latents
+from ..io.images import list_images, read_image
+from ..io.masks import border_matte, mask_beside
+from ..io.dataset_writer import DatasetWriter
 from .fk_filters import FACE_CHECKS, FACE_REASONS, MASK_REASONS, FaceDetector, FKFilters, available_detector, \
     mask_reasons, mask_stats, mirror_similarity
 
@@ -104,9 +107,7 @@ def render_candidates(G, D, z: torch.Tensor, yaw: torch.Tensor, pitch: torch.Ten
     the one D is shown with generated images in training.
     """
     n, device = len(z), z.device
-    frontal = label_from_yaw_pitch(0.0).to(device).expand(n, -1)
-    ws = G.mapping(z, frontal, truncation_psi=truncation)
-    _, delta = G.apply_delta_c(z, frontal, truncation_psi=truncation)
+    ws, delta = map_latents(G, z, truncation_psi=truncation)
     back_c = label_from_yaw_pitch(yaw, pitch, lookat=HEAD_LOOKAT).to(device)
     cams = torch.cat([back_c, label_from_yaw_pitch(math.pi - yaw, pitch, lookat=HEAD_LOOKAT).to(device)]) if with_front else back_c
     k = len(cams) // n
@@ -210,8 +211,7 @@ def real_back_files(folder) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"--real-backs {folder}: not a folder")
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.stem.endswith("_mask"))
+    files = list_images(folder, skip_masks=True)
     if not files:
         raise InputError(f"--real-backs {folder}: no images found (masks may lie beside them as <stem>_mask.png "
                          "or in mask/ or masks/)")
@@ -221,9 +221,6 @@ def real_back_files(folder) -> list[Path]:
 def import_real_backs(files: list[Path], res: int, cfg: FKEnhanceConfig, detector, progress: bool):
     """(records, {name: (rgb, mask)}): centre square crop, resized to ``res``; mask from a file
     beside the photo, else the border-colour matte."""
-    from ..inversion.imageio import open_rgb
-    from ..inversion.inputs import border_matte, mask_beside
-
     label = label_from_yaw_pitch(math.radians(cfg.real_yaw_deg), math.radians(cfg.real_pitch_deg),
                                  lookat=HEAD_LOOKAT)[0]
     records, pixels = [], {}
@@ -231,7 +228,7 @@ def import_real_backs(files: list[Path], res: int, cfg: FKEnhanceConfig, detecto
         from tqdm import tqdm
         files = tqdm(files, desc="real backs", unit="img")
     for path in files:
-        pil = open_rgb(path, "real back photo")
+        pil = read_image(path, "real back photo")
         beside = mask_beside(path)
         if beside is not None:
             mask = np.asarray(beside.resize(pil.size, Image.BILINEAR))
@@ -332,7 +329,7 @@ def build_fk_enhance(network, out, cfg: FKEnhanceConfig | None = None, discrimin
     generator module. ``discriminator``: a file (or module) holding D, else the network's own D
     if it has one; without a D the D-score filter is skipped.
     """
-    from ..inversion.presets import resolve_device
+    from ..devices import resolve_device
 
     cfg = cfg or FKEnhanceConfig()
     cfg.validate()

@@ -27,7 +27,8 @@ from ..errors import InputError
 from ..networks.config import DiscriminatorConfig, GeneratorConfig
 from ..nn import filtered_resize
 from . import distributed as ddp
-from .dataset import HeadDataset, InfiniteSampler
+from ..io.dataset import HeadDataset
+from .sampler import InfiniteSampler
 from .losses import PanoHeadLoss
 from .options import RUN_CONTROL, TrainOptions
 from .snapshot import LATEST, capture_rng, load_snapshot, remove_stale_temps, restore_rng, save_snapshot

@@ -26,8 +26,8 @@ from PIL import Image
 
 from ..camera import LABEL_DIM, flip_label, parse_label, yaw_pitch_from_label
 from ..errors import InputError, LabelError
+from .images import IMAGE_SUFFIXES, read_array, read_mask
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_LISTED = 12  # offending entries named in a one-line error
 
 
@@ -177,14 +177,14 @@ def scan_dataset(path, seg_path=None, require_masks: bool = True) -> Scan:
     """List entries and collect every problem that can be seen without decoding pixels."""
     images, masks = open_layout(path, seg_path)
     scan = Scan(images, masks)
-    image_names = [n for n in images.names() if PurePosixPath(n).suffix.lower() in IMAGE_EXTS]
+    image_names = [n for n in images.names() if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES]
     if not image_names:
         scan.problems.append(f"{images}: no image files found")
     raw_labels = _read_label_file(images, scan.problems)
     mask_by_stem = {}
     if masks is not None:
         for n in masks.names():
-            if PurePosixPath(n).suffix.lower() in IMAGE_EXTS:
+            if PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES:
                 mask_by_stem.setdefault(_stem(n), n)
     elif require_masks:
         scan.problems.append(f"{path}: no masks folder (expected masks/ beside images/, or give the mask data)")
@@ -267,17 +267,14 @@ def check_dataset(path, seg_path=None, require_masks: bool = True, progress: boo
 # --------------------------------------------------------------------------------------------
 # Dataset
 
-def decode_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 HWC RGB."""
-    with Image.open(io.BytesIO(data)) as im:
-        return np.array(im.convert("RGB"))
+def decode_image(data: bytes, what: str = "dataset image") -> np.ndarray:
+    """Encoded image bytes -> uint8 HWC RGB, through the one image reader."""
+    return read_array(data, what)
 
 
-def decode_mask(data: bytes) -> np.ndarray:
-    """Mask bytes -> uint8 HW (first channel if it has several)."""
-    with Image.open(io.BytesIO(data)) as im:
-        arr = np.array(im)
-    return arr[..., 0] if arr.ndim == 3 else arr
+def decode_mask(data: bytes, what: str = "dataset mask") -> np.ndarray:
+    """Mask bytes -> uint8 HW (255 = foreground), through the one image reader."""
+    return np.array(read_mask(data, what))
 
 
 class HeadDataset(torch.utils.data.Dataset):
@@ -337,8 +334,8 @@ class HeadDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         raw, flip = self.index[i]
-        img = decode_image(self.images.read(self.names[raw]))
-        mask = decode_mask(self.masks.read(self.mask_names[raw]))
+        img = decode_image(self.images.read(self.names[raw]), f"{self.path}: {self.names[raw]}")
+        mask = decode_mask(self.masks.read(self.mask_names[raw]), f"{self.path}: {self.mask_names[raw]}")
         if img.shape[0] != self.resolution or img.shape[1] != self.resolution:
             raise InputError(f"dataset {self.path}: {self.names[raw]} is {img.shape[1]}x{img.shape[0]}, "
                              f"expected {self.resolution}x{self.resolution} like the first image")
@@ -353,30 +350,7 @@ class HeadDataset(torch.utils.data.Dataset):
 
 
 # --------------------------------------------------------------------------------------------
-# Sampling
-
-class InfiniteSampler(torch.utils.data.Sampler):
-    """Endless shuffled indices for one rank, resumable from a position.
-
-    Epoch e is a fixed permutation (seed + e); rank r takes every world-th element of it. The
-    stream position is all that is needed to continue exactly where a run stopped.
-    """
-
-    def __init__(self, size: int, rank: int = 0, world: int = 1, seed: int = 0, start: int = 0):
-        self.size, self.rank, self.world, self.seed, self.start = size, rank, world, seed, start
-        self.per_epoch = max(1, size // world) if size >= world else 1
-
-    def __iter__(self):
-        pos = self.start
-        while True:
-            epoch, k = divmod(pos, self.per_epoch)
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            perm = torch.randperm(self.size, generator=g)
-            mine = perm[self.rank::self.world] if self.size >= self.world else perm[:1]
-            for idx in mine[k:self.per_epoch].tolist():
-                yield idx
-            pos = (epoch + 1) * self.per_epoch
-
+# Helpers
 
 def resize_square(img: np.ndarray, res: int, mask: bool = False) -> np.ndarray:
     """LANCZOS (images) or bilinear (masks) resize of a square uint8 array to res x res."""
