@@ -127,10 +127,10 @@ def test_head_density_gives_the_full_grids_surface_at_a_fraction_of_the_points()
     calls, points = [], []
     query = G.sample_mixed
     G.sample_mixed = lambda coords, *a, **k: points.append(coords.shape[1]) or query(coords, *a, **k)
-    fast = sample_head_density(G, WS, resolution=129, progress=lambda *a: calls.append(a))
+    fast = sample_head_density(G, WS, resolution=129, progress=calls.append)
     a, b = mesh_from_grid(full), mesh_from_grid(fast)
     assert a.metadata["iso_level"] == pytest.approx(b.metadata["iso_level"], rel=1e-3)
     assert len(a.faces) == len(b.faces)
     assert np.abs(np.sort(a.vertices, 0) - np.sort(b.vertices, 0)).max() < 1e-4
     assert sum(points) < 0.3 * 129 ** 3              # only a shell round the surface at full resolution
-    assert calls and calls[-1][0] == "mesh density" and calls[-1][1] == calls[-1][2]
+    assert calls and calls[-1].stage == "mesh" and calls[-1].step == calls[-1].total

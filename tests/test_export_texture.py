@@ -178,16 +178,15 @@ def test_untextured_meshes_carry_vertex_colours_and_drop_old_material_files(tmp_
 def test_renders_use_the_offset_and_overrides_and_report_progress():
     G = PaintedSphereG(res=32)
     delta = torch.tensor([[0.01, -0.02, 0.03]])
-    steps = []
+    events = []
     opts = MeshOptions(**{**OPTIONS, "bake_views": 3}, render_batch=2)
-    build_head_mesh(G, WS, opts, delta=delta, render_overrides={"ray_start": 2.35},
-                    progress=lambda stage, step, total: steps.append((stage, step, total)))
+    build_head_mesh(G, WS, opts, delta=delta, render_overrides={"ray_start": 2.35}, progress=events.append)
     assert G.overrides == {"ray_start": 2.35}
     seen = torch.cat(G.cameras)
     expect, _ = bake_views(3, delta=delta)
     assert torch.allclose(seen, expect) and G.calls == [2, 2, 1]
-    assert {s for s, _, _ in steps} == {"mesh density", "mesh bake"}
-    assert steps[-1] == ("mesh bake", 5, 5)
+    assert {e.stage for e in events} == {"mesh"}
+    assert [(e.step, e.total) for e in events[-4:]] == [(0, 3), (1, 3), (2, 3), (3, 3)]  # 5 views, 2 a batch
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 
 from ..errors import InputError
-from ..export.mesh import MeshOptions
+from ..export.mesh_options import MeshOptions
+from ._mesh_flags import add_mesh_flags, mesh_flags
 
 IMAGE_KINDS = ("image", "image_raw", "image_depth", "image_mask")
 
@@ -65,7 +66,7 @@ def register(subparsers) -> None:
                    help="keep every connected piece and inner cavity (default: the head's outer surface)")
     p.add_argument("--smoothing", type=int, default=MeshOptions.smoothing,
                    help=f"Taubin smoothing passes (default {MeshOptions.smoothing}; 0 = none)")
-    add_mesh_options(p)
+    add_mesh_flags(p)
     p.add_argument("--photo", default=None, metavar="DIR|CROP",
                    help="for --texture-from-photo: a reconstruct output folder (crop.png + label.json) or the "
                         "crop image itself (label from label.json beside it or from --latent); default: the "
@@ -79,24 +80,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-colors", action="store_true", help="geometry only: no texture, no vertex colours")
     p.add_argument("--mrc", default=None, help="also write the raw density grid as an MRC volume")
     p.set_defaults(func=run_mesh)
-
-
-def add_mesh_options(p: argparse.ArgumentParser) -> None:
-    """The mesh options ``mesh`` and ``reconstruct`` share (see :func:`mesh_options`)."""
-    p.add_argument("--mesh-faces", type=int, default=MeshOptions.faces,
-                   help=f"target face count of the decimated mesh (default {MeshOptions.faces}; 0 = keep all)")
-    p.add_argument("--texture-size", type=int, default=None,
-                   help="texture side in texels, a power of two (default: 8x the network's image size, at most "
-                        "2048: 1024 for the bundled model, 2048 for 512² checkpoints)")
-    p.add_argument("--texture-from-photo", action="store_true",
-                   help="where the input photo sees the face squarely, take the texture from the photo crop")
-    p.add_argument("--no-texture", action="store_true", help="vertex colours only: no UV atlas or texture")
-
-
-def mesh_options(args: argparse.Namespace, **fields) -> MeshOptions:
-    """MeshOptions from the shared flags (:func:`add_mesh_options`) plus other fields."""
-    return MeshOptions(faces=args.mesh_faces, texture=not args.no_texture, texture_size=args.texture_size,
-                       texture_from_photo=args.texture_from_photo, **fields)
 
 
 def _load(args):
@@ -177,9 +160,9 @@ def run_mesh(args: argparse.Namespace) -> int:
         raise InputError("--no-colors writes geometry only: it cannot go with --texture-from-photo or --texture-size")
     if args.photo is not None and not args.texture_from_photo:
         raise InputError("--photo is only used with --texture-from-photo")
-    options = mesh_options(args, resolution=args.resolution, level=level, crop=args.crop, keep_all=args.keep_all,
-                           smoothing=args.smoothing, bake_views=args.bake_views, scale=args.scale,
-                           colors=not args.no_colors)
+    options = MeshOptions(resolution=args.resolution, level=level, crop=args.crop, keep_all=args.keep_all,
+                          smoothing=args.smoothing, bake_views=args.bake_views, scale=args.scale,
+                          colors=not args.no_colors, **mesh_flags(args))
     photo = None
     if args.texture_from_photo:
         if args.photo is None and args.latent is None:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..errors import InputError, PsoheadError
+from ..progress import ProgressLike, track
 from .mesh_options import METRES_PER_UNIT, MeshOptions  # noqa: F401  (part of this module's interface)
 
 RENDER_CROP = 0.1          # renderer's triplane_crop: |x|, |z| > box/2 - 0.1 are empty (spec 1.9)
@@ -122,27 +122,7 @@ def point_query(G, ws: torch.Tensor):
     return lambda coords, dirs: G.sample_mixed(coords, dirs, ws, noise_mode="const")
 
 
-class Progress:
-    """Reports the steps of a long loop: ``progress`` True (a tqdm bar), False (nothing) or a
-    callable, called as ``progress(stage, step, total)`` after each step (step counts from 1)."""
-
-    def __init__(self, progress, stage: str, total: int):
-        self.fn = progress if callable(progress) else None
-        self.stage, self.total = stage, total
-        self.bar = tqdm(total=total, desc=stage, disable=not progress) if self.fn is None else None
-
-    def step(self, done: int) -> None:
-        if self.fn is not None:
-            self.fn(self.stage, done, self.total)
-        else:
-            self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _query_grid(G, ws, r: int, lo, hi, chunk_size: int, progress, stage: str) -> np.ndarray:
+def _query_grid(G, ws, r: int, lo, hi, chunk_size: int, progress: ProgressLike) -> np.ndarray:
     """Raw sigma at the grid points with indices lo <= ijk < hi of a resolution-``r`` grid."""
     box = _box(G)
     shape = tuple(int(b - a) for a, b in zip(lo, hi))
@@ -150,29 +130,27 @@ def _query_grid(G, ws, r: int, lo, hi, chunk_size: int, progress, stage: str) ->
     out = np.empty(n, np.float32)
     starts = range(0, n, chunk_size)
     query = point_query(G, ws)
-    bar = Progress(progress, stage, len(starts))
-    for i, start in enumerate(starts):
+    for start in track(starts, "mesh", progress, desc="mesh density", unit="chunk"):
         end = min(start + chunk_size, n)
         coords = _grid_coords(start, end, lo, shape, r, box, ws.device).unsqueeze(0)
         dirs = torch.zeros_like(coords)
         dirs[..., 2] = -1  # unused by the decoder; the official script passes (0, 0, -1)
         sigma = query(coords, dirs)["sigma"]
         out[start:end] = sigma.reshape(-1).float().cpu().numpy()
-        bar.step(i + 1)
-    bar.close()
     return out.reshape(shape)
 
 
 @torch.no_grad()
 def sample_density(G, ws: torch.Tensor, resolution: int = 256, chunk_size: int = 2 ** 20,
-                   progress=True) -> DensityGrid:
+                   progress: ProgressLike = True) -> DensityGrid:
     """Raw sigma on a resolution^3 grid over the generator's box, via chunked ``G.sample_mixed``.
-    ``progress``: see :class:`Progress` (stage 'mesh density')."""
+    ``progress``: bars, silence or a callable hearing :class:`psohead.progress.Progress` events
+    (stage 'mesh', a step per chunk)."""
     if resolution < 8:
         raise InputError(f"mesh resolution must be at least 8, got {resolution}")
     ws = ws if ws.ndim == 3 else ws.unsqueeze(0)
     r = resolution
-    return DensityGrid(_query_grid(G, ws, r, (0, 0, 0), (r, r, r), chunk_size, progress, "mesh density"), _box(G))
+    return DensityGrid(_query_grid(G, ws, r, (0, 0, 0), (r, r, r), chunk_size, progress), _box(G))
 
 
 COARSE_RESOLUTION = 64  # grid that finds the surface for sample_head_density
@@ -181,7 +159,7 @@ BAND = 2  # coarse voxels sampled finely on either side of the surface
 
 @torch.no_grad()
 def sample_head_density(G, ws: torch.Tensor, resolution: int = 256, level="auto", crop: str = "render",
-                        chunk_size: int = 2 ** 20, progress=True) -> DensityGrid:
+                        chunk_size: int = 2 ** 20, progress: ProgressLike = True) -> DensityGrid:
     """:func:`sample_density` at a fraction of the cost, for meshing. A coarse grid finds the shell
     where the surface can be: within BAND coarse voxels of a point denser than a quarter of the
     surface's level (``level`` or the automatic one), and not within BAND voxels of one denser than
@@ -211,18 +189,14 @@ def sample_head_density(G, ws: torch.Tensor, resolution: int = 256, level="auto"
     idx = torch.nonzero(mask.reshape(-1), as_tuple=True)[0]
     box, h = coarse.box, coarse.box / (r - 1)
     query = point_query(G, ws)
-    starts = range(0, len(idx), chunk_size)
-    bar = Progress(progress, "mesh density", len(starts))
     flat = sigma.reshape(-1)
-    for i, start in enumerate(starts):
+    for start in track(range(0, len(idx), chunk_size), "mesh", progress, desc="mesh density", unit="chunk"):
         part = idx[start:start + chunk_size]
         ijk = torch.stack((part // (r * r), (part // r) % r, part % r), -1).float()
         coords = (ijk * h - box / 2).to(ws.device).unsqueeze(0)
         dirs = torch.zeros_like(coords)
         dirs[..., 2] = -1
         flat[part] = query(coords, dirs)["sigma"].reshape(-1).float().cpu()
-        bar.step(i + 1)
-    bar.close()
     return DensityGrid(sigma.numpy(), box)
 
 
@@ -359,7 +333,7 @@ def refine_mesh(mesh, smoothing: int = 0, faces: int = 0):
 
 def extract_mesh(G, ws: torch.Tensor, resolution: int = 256, level="auto", crop: str = "render",
                  keep_largest: bool = True, colors: bool = True, grid: DensityGrid | None = None,
-                 chunk_size: int = 2 ** 20, progress: bool = True):
+                 chunk_size: int = 2 ** 20, progress: ProgressLike = True):
     """Mesh of the head encoded by ``ws``: density grid (or the given ``grid``), marching cubes at
     ``level`` (activated density or 'auto'), optional largest-component cleaning and vertex colours.
 
@@ -505,15 +479,16 @@ def read_photo(path: str | os.PathLike, latent: str | os.PathLike | None = None)
 
 def build_head_mesh(G, ws: torch.Tensor, options: MeshOptions | None = None, *, delta=None,
                     render_overrides: dict | None = None, photo=None, grid: DensityGrid | None = None,
-                    progress=True) -> HeadMesh:
+                    progress: ProgressLike = True) -> HeadMesh:
     """The head mesh of ``ws`` for writing: geometry from the density (or the given ``grid``),
     then, with ``options.texture``, a UV atlas and a texture baked from the network's final renders.
 
     ``delta`` [1,3] (the camera offset of a reconstruction) and ``render_overrides`` (e.g.
     ``{"ray_start": 2.35}``) are applied to the bake renders as to the reconstruction's own;
     ``photo`` = (crop PIL image, its camera label [1,25] without the offset) is used with
-    ``options.texture_from_photo``. ``progress``: see :class:`Progress` (stages 'mesh density',
-    'mesh bake'). Raises MeshError when the density has no surface.
+    ``options.texture_from_photo``. ``progress``: bars, silence or a callable hearing
+    :class:`psohead.progress.Progress` events (stage 'mesh': the density's chunks, then the bake's
+    render batches). Raises MeshError when the density has no surface.
     """
     from time import perf_counter
 
@@ -561,17 +536,13 @@ def build_head_mesh(G, ws: torch.Tensor, options: MeshOptions | None = None, *, 
 
         @torch.no_grad()
         def renders(labels):
-            for start in range(0, len(labels), batch):
+            for start in track(range(0, len(labels), batch), "mesh", progress, desc="mesh bake", unit="batch"):
                 c = labels[start:start + batch].to(device=device, dtype=ws.dtype)
                 out = G.synthesis(ws, c, noise_mode="const", deterministic=True, render_overrides=render_overrides)
                 yield out["image"].float(), out["image_depth"].float(), out["image_mask"].float()
 
-        bar = Progress(progress, "mesh bake", len(labels))
-        try:
-            tex, stats = tx.bake_texture(texels, atlas, renders, labels, colors[:, :3].astype(np.float32) / 255,
-                                         photo=photo_input, view_weights=weights, progress=bar.step)
-        finally:
-            bar.close()
+        tex, stats = tx.bake_texture(texels, atlas, renders, labels, colors[:, :3].astype(np.float32) / 255,
+                                     photo=photo_input, view_weights=weights)
         texture = (tex.permute(1, 2, 0) * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
         colors = _texture_colors(texture, atlas, len(vertices))
         seconds["bake"] = perf_counter() - t
@@ -597,7 +568,7 @@ def _texture_colors(texture: np.ndarray, atlas, n: int) -> np.ndarray:
 
 def write_head_meshes(G, ws: torch.Tensor, folder: str | os.PathLike, options: MeshOptions | None = None, *,
                       delta=None, render_overrides: dict | None = None, photo=None,
-                      grid: DensityGrid | None = None, progress=True) -> dict:
+                      grid: DensityGrid | None = None, progress: ProgressLike = True) -> dict:
     """Build the head mesh (:func:`build_head_mesh`, same arguments) and write ``head.glb``,
     ``head.obj`` (+ ``head.mtl``, ``head_albedo.png`` when textured) and ``head.ply`` into
     ``folder``, each file atomically; material files of an earlier textured run are removed from an

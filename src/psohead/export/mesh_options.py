@@ -13,6 +13,15 @@ from ..errors import InputError
 METRES_PER_UNIT = 0.44
 
 
+class MeshOptionError(InputError):
+    """A bad :class:`MeshOptions` field: ``field`` names it, ``problem`` says what is wrong (so a
+    caller with its own names for the fields, as the preset's ``outputs``, can say it its way)."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"mesh options: {field} {problem}")
+        self.field, self.problem = field, problem
+
+
 @dataclass
 class MeshOptions:
     """How :func:`build_head_mesh` / :func:`write_head_meshes` make the head mesh (docs/export.md)."""
@@ -32,36 +41,37 @@ class MeshOptions:
     roughness: float = 0.8         # PBR roughness of the material (skin and hair are not glossy)
 
     def __post_init__(self):
-        def bad(msg):
-            raise InputError(f"mesh options: {msg}")
+        def bad(name, problem):
+            raise MeshOptionError(name, problem)
 
         for name, low in (("resolution", 8), ("faces", 0), ("smoothing", 0), ("bake_views", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                bad(f"{name} must be an integer >= {low}, got {value!r}")
+                bad(name, f"must be an integer >= {low}, got {value!r}")
         if 0 < self.faces < 100:
-            bad(f"faces must be 0 (no decimation) or at least 100, got {self.faces}")
+            bad("faces", f"must be 0 (no decimation) or at least 100, got {self.faces}")
         if self.level != "auto":
             try:
                 level = float(self.level)
             except (TypeError, ValueError):
-                bad(f"level must be 'auto' or a positive number, got {self.level!r}")
-            if not level > 0:
-                bad(f"level must be 'auto' or a positive number, got {self.level!r}")
+                level = None
+            if level is None or not level > 0:
+                bad("level", f"must be 'auto' or a positive number, got {self.level!r}")
         if self.crop not in ("render", "official", "none"):
-            bad(f"crop must be render, official or none, got {self.crop!r}")
+            bad("crop", f"must be render, official or none, got {self.crop!r}")
         if self.texture_size is not None:
             t = self.texture_size
             if isinstance(t, bool) or not isinstance(t, int) or t < 256 or t > 8192 or t & (t - 1):
-                bad(f"texture_size must be a power of two from 256 to 8192, got {t!r}")
+                bad("texture_size", f"must be a power of two from 256 to 8192, got {t!r}")
         if self.texture_from_photo and not (self.texture and self.colors):
-            bad("texture_from_photo needs the texture (it cannot go with no texture or no colours)")
-        if self.render_batch is not None and (not isinstance(self.render_batch, int) or self.render_batch < 1):
-            bad(f"render_batch must be a positive integer or None, got {self.render_batch!r}")
+            bad("texture_from_photo", "needs the texture (it cannot go with no texture or no colours)")
+        if self.render_batch is not None and (isinstance(self.render_batch, bool)
+                                              or not isinstance(self.render_batch, int) or self.render_batch < 1):
+            bad("render_batch", f"must be a positive integer or None, got {self.render_batch!r}")
         if not (isinstance(self.scale, (int, float)) and self.scale > 0 and math.isfinite(self.scale)):
-            bad(f"scale must be a positive number, got {self.scale!r}")
+            bad("scale", f"must be a positive number, got {self.scale!r}")
         if not (isinstance(self.roughness, (int, float)) and 0 <= self.roughness <= 1):
-            bad(f"roughness must be in [0, 1], got {self.roughness!r}")
+            bad("roughness", f"must be in [0, 1], got {self.roughness!r}")
 
     def texture_side(self, G) -> int:
         """The texture size used for network ``G`` (``texture_size`` or the automatic one)."""

@@ -241,8 +241,7 @@ def pull_push(texture: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
 
 def bake_texture(texels: TexelMap, atlas: Atlas, renders: Callable, labels: torch.Tensor, fallback: np.ndarray,
                  photo: tuple[torch.Tensor, torch.Tensor] | None = None, angle_power: float = ANGLE_POWER,
-                 view_weights: torch.Tensor | None = None,
-                 progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, dict]:
+                 view_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Texture [3,S,S] float in [0,1] of the atlas from the views, plus statistics.
 
     ``renders(labels)`` yields, per batch of views in order, (image [B,3,H,W] in [-1,1], depth
@@ -264,8 +263,6 @@ def bake_texture(texels: TexelMap, atlas: Atlas, renders: Callable, labels: torc
             acc += wv[:, None] * s.color
             wsum += wv
         done += images.shape[0]
-        if progress is not None:
-            progress(done)
     fb = torch.from_numpy(np.asarray(fallback, np.float32)[atlas.source]).to(dev)
     fb = (fb[faces[texels.face]] * texels.bary.unsqueeze(-1)).sum(1) * 2 - 1
     eps = 1e-6  # the fallback's weight: it colours texels no view sees and nothing else
