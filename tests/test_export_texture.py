@@ -195,6 +195,9 @@ def test_renders_use_the_offset_and_overrides_and_report_progress():
     (dict(faces=50), "at least 100"),
     (dict(texture_size=1000), "power of two"),
     (dict(texture_size=128), "power of two from 256"),
+    (dict(texture_size=0), "power of two from 256"),
+    (dict(texture_size=16384), "power of two from 256 to 8192"),
+    (dict(render_batch=True), "render_batch must be"),
     (dict(level="high"), "level must be 'auto'"),
     (dict(level=-2.0), "level must be 'auto'"),
     (dict(crop="tight"), "crop must be"),
@@ -204,8 +207,9 @@ def test_renders_use_the_offset_and_overrides_and_report_progress():
     (dict(bake_views=0), "bake_views must be"),
 ])
 def test_bad_options_are_one_clear_error(kwargs, message):
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=message) as err:
         MeshOptions(**kwargs)
+    assert "\n" not in str(err.value) and str(err.value).startswith("mesh options: ")
 
 
 def test_photo_inputs(tmp_path):
