@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+from ._mesh_flags import add_mesh_flags, mesh_flags
+
 
 def add_shared_options(p: argparse.ArgumentParser) -> None:
-    """Options of ``reconstruct`` that ``reconstruct-batch`` and ``app`` share (network, preset, losses)."""
+    """Options of ``reconstruct`` that ``reconstruct-batch`` shares (network, preset, losses, meshes)."""
     from ..inversion.losses import PERCEPTUAL_BACKENDS
     from ..inversion.precision import PRECISIONS
     from ..inversion.presets import PRESET_NAMES
@@ -28,14 +30,16 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
                                                          "installed lpips/torchmetrics package if omitted)")
     p.add_argument("--seed", type=int, default=666, help="seed of the exploration noise and ray jitter")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_mesh_flags(p)
 
 
 def preset_overrides(args: argparse.Namespace) -> dict:
     """Every preset change asked for on the command line, as {"section.field": value}."""
-    from ..inversion.presets import parse_assignments
+    from ..inversion.presets import mesh_overrides, parse_assignments
 
     return {**parse_assignments(args.settings), "stage1.steps": args.stage1_steps,
-            "stage2.steps": args.stage2_steps, "runtime.precision": args.precision}
+            "stage2.steps": args.stage2_steps, "runtime.precision": args.precision,
+            **mesh_overrides(mesh_flags(args))}
 
 
 def pipeline_kwargs(args: argparse.Namespace) -> dict:
