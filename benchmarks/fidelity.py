@@ -37,6 +37,9 @@ from psohead.io.dataset import HeadDataset
 from psohead.metrics.geometry import depth_error
 from psohead.metrics.image import mask_iou, psnr, ssim
 
+# SynthHeads-360 ids of the two fidelity sets: every preset sweep so far used the first; the second
+# is for reporting only and must never be used to choose a setting.
+SPLITS = {"tuning": (900001, 900048), "report": (950001, 950999)}
 BUCKETS = ((0, 30), (30, 60), (60, 90), (90, 135), (135, 181))
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -73,14 +76,15 @@ def identity_similarity(a: np.ndarray, b: np.ndarray) -> float | None:
     return _IDENTITY.similarity(a, b)
 
 
-def evaluate_head(pipeline: Reconstructor, folder: Path, back: str) -> list[dict]:
+def evaluate_head(pipeline: Reconstructor, folder: Path, back: str, seed: int = 666) -> list[dict]:
     ds = HeadDataset(folder)
     labels = ds.raw_labels
     yaws = yaw_pitch_from_label(labels)[0].rad2deg()
     front_i = int(yaws.abs().argmin())
     img, mask, _ = ds[front_i]
     front = img.permute(1, 2, 0).numpy()
-    rec = pipeline(front, label=labels[front_i], mask=mask[0].numpy(), back=back, progress=False)
+    rec = pipeline(front, label=labels[front_i], mask=mask[0].numpy(), back=back, seed=seed,
+                   progress=False)
     rows = []
     for i in range(len(ds)):
         if i == front_i:
@@ -102,7 +106,7 @@ def evaluate_head(pipeline: Reconstructor, folder: Path, back: str) -> list[dict
             both = (gt_z > 0) & (pred_mask > 0.5)
             if both.any():
                 depth_err = float(depth_error(camera_z(out["image_depth"], res), gt_z, both))
-        rows.append({"head": folder.name, "yaw": float(yaws[i]), "psnr": float(psnr(pred_u8, gt_u8)),
+        rows.append({"head": folder.name, "seed": seed, "yaw": float(yaws[i]), "psnr": float(psnr(pred_u8, gt_u8)),
                      "depth_err": depth_err,
                      "ssim": float(ssim(pred_u8, gt_u8)),
                      "mask_iou": float(mask_iou(pred_mask, gt_mask[0].numpy().astype(np.float32) / 255)),
@@ -126,6 +130,36 @@ def bucket_table(rows: list[dict]) -> dict:
     return table
 
 
+def head_means(rows: list[dict], bucket: tuple[int, int]) -> dict[str, float]:
+    """Each head's PSNR in one |yaw| bucket, averaged over its views and runs."""
+    lo, hi = bucket
+    per: dict[str, list[float]] = {}
+    for r in rows:
+        if lo <= abs(r["yaw"]) < hi:
+            per.setdefault(r["head"], []).append(r["psnr"])
+    return {h: float(np.mean(v)) for h, v in per.items()}
+
+
+def gains(results: dict) -> dict:
+    """Every strategy against PTI (back ``none``) of the same preset: per-head PSNR differences in
+    the front (0-30) and back (135-180) buckets, mean and standard error over the heads both have."""
+    out = {}
+    for key, res in results.items():
+        back, tag = key.split("/", 1)
+        base = results.get(f"none/{tag}")
+        if back == "none" or base is None:
+            continue
+        row = {}
+        for name, bucket in (("front", BUCKETS[0]), ("back", BUCKETS[-1])):
+            a, b = head_means(res["rows"], bucket), head_means(base["rows"], bucket)
+            d = np.array([a[h] - b[h] for h in a if h in b])
+            if len(d):
+                row[name] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1
+                             else None, "heads": len(d), "better": int((d > 0).sum())}
+        out[key] = row
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--network", default="default")
@@ -141,15 +175,29 @@ def main(argv=None) -> int:
                                                                    "(0: score the stage-1 latent alone)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                     help="override a preset field, e.g. --set back.colour_match=true (repeatable)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="reconstructions per head and strategy, seeds 666, 667, ... (averaged; "
+                         "several PTI runs make a steadier baseline)")
+    ap.add_argument("--split", choices=sorted(SPLITS), default=None,
+                    help="refuse heads outside this set's ids: tune presets on 'tuning' only, "
+                         "report on 'report'")
     args = ap.parse_args(argv)
+    if args.runs < 1:
+        raise SystemExit("--runs must be at least 1")
     overrides = parse_assignments(args.set)
 
     G = load_generator(args.network, device="cpu")
     heads = head_folders(args.orbits)[:args.heads]
     if not heads:
         raise SystemExit(f"no dataset folders under {args.orbits}")
+    if args.split:
+        lo, hi = SPLITS[args.split]
+        outside = [h.name for h in heads if not (h.name.isdigit() and lo <= int(h.name) <= hi)]
+        if outside:
+            raise SystemExit(f"heads {', '.join(outside)} are not in the {args.split} set (ids {lo}..{hi})")
     meta = {"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv),
-            "network": args.network, "heads": [h.name for h in heads]}
+            "network": args.network, "heads": [h.name for h in heads], "runs": args.runs,
+            "split": args.split, "device": args.device}
     results = {}
     for name in args.presets:
         preset = resolve_preset(name, overrides, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
@@ -161,7 +209,8 @@ def main(argv=None) -> int:
         for back in args.backs:
             rows = []
             for folder in heads:
-                rows += evaluate_head(pipeline, folder, back)
+                for run in range(args.runs):
+                    rows += evaluate_head(pipeline, folder, back, seed=666 + run)
                 results[f"{back}/{tag}"] = {"buckets": bucket_table(rows), "rows": rows}
                 write_results(args.name, meta, results)  # after every head: a run cut short keeps what it did
                 print(f"{back}/{tag}: {folder.name} done", flush=True)
@@ -170,10 +219,12 @@ def main(argv=None) -> int:
 
 
 def write_results(name: str, meta: dict, results: dict) -> None:
+    summary = gains(results)
     with atomic_path(RESULTS / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
+        tmp.write_text(json.dumps({**meta, "gains_over_pti": summary, "results": results}, indent=1) + "\n")
     lines = ["# Reconstruction fidelity by |yaw| bucket", "", f"{meta['date']}; network {meta['network']}; "
-             f"{len(meta['heads'])} heads; `{meta['command']}`", "",
+             f"{len(meta['heads'])} heads, {meta['runs']} run(s) each; device {meta['device']}; "
+             f"`{meta['command']}`", "",
              "| back / preset | yaw | n | PSNR | SSIM | mask IoU | depth err | identity |",
              "|---|---|---|---|---|---|---|---|"]
     for key, res in results.items():
@@ -185,6 +236,15 @@ def write_results(name: str, meta: dict, results: dict) -> None:
             depth = "-" if m["depth_err"] is None else f"{m['depth_err']:.3f}"
             lines.append(f"| {key} | {bucket} | {m['n']} | {m['psnr']:.2f} | {m['ssim']:.3f} | "
                          f"{m['mask_iou']:.3f} | {depth} | {ident} |")
+    if summary:
+        lines += ["", "Gain over PTI (same preset, back `none`), per head, mean ± standard error:", "",
+                  "| strategy | front 0-30 dB | back 135-180 dB | heads better on the back |", "|---|---|---|---|"]
+        for key, g in summary.items():
+            def cell(m):
+                return "-" if m is None else f"{m['mean']:+.2f}" + ("" if m["se"] is None else f" ± {m['se']:.2f}")
+            back = g.get("back")
+            lines.append(f"| {key} | {cell(g.get('front'))} | {cell(back)} | "
+                         f"{'-' if back is None else str(back['better']) + ' of ' + str(back['heads'])} |")
     with atomic_path(RESULTS / f"{name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

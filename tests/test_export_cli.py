@@ -1,4 +1,6 @@
 """``psohead render | video | mesh`` on a latent file (stand-in network; the real one is a slow test)."""
+import json
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -40,13 +42,40 @@ def test_video(latent, tmp_path):
 
 
 def test_mesh_formats_and_mrc(latent, tmp_path):
-    outs = [tmp_path / "head.ply", tmp_path / "head.glb"]
+    outs = [tmp_path / "head.ply", tmp_path / "head.glb", tmp_path / "m" / "x.obj"]
     assert main(["mesh", "--network", "x.pkl", "--latent", latent, "--resolution", "32", "--quiet",
-                 "--out", str(outs[0]), "--out", str(outs[1]), "--mrc", str(tmp_path / "d.mrc")]) == 0
+                 "--texture-size", "256", "--bake-views", "4", "--scale", "1",
+                 *[a for p in outs for a in ("--out", str(p))], "--mrc", str(tmp_path / "d.mrc")]) == 0
     for path in outs:
         mesh = trimesh.load(path, force="mesh")
-        assert mesh.is_watertight and abs(np.linalg.norm(mesh.vertices - [0, 0.05, 0], axis=1).mean() - 0.3) < 0.03
+        assert abs(np.linalg.norm(mesh.vertices - [0, 0.05, 0], axis=1).mean() - 0.3) < 0.03
+    assert trimesh.load(outs[0]).is_watertight
+    assert sorted(p.name for p in outs[2].parent.iterdir()) == ["x.mtl", "x.obj", "x_albedo.png"]
+    assert np.asarray(Image.open(outs[2].parent / "x_albedo.png")).shape == (256, 256, 3)
     assert read_mrc(tmp_path / "d.mrc").data.shape == (32, 32, 32)
+
+
+def test_mesh_untextured_in_metres_and_from_the_photo(latent, tmp_path, capsys):
+    out = tmp_path / "a" / "head.glb"
+    assert main(["mesh", "--network", "x.pkl", "--latent", latent, "--resolution", "32", "--quiet", "--no-texture",
+                 "--mesh-faces", "500", "--out", str(out)]) == 0
+    (mesh,) = trimesh.load(out, process=False).geometry.values()
+    assert len(mesh.faces) <= 500 and getattr(mesh.visual, "uv", None) is None
+    r = np.linalg.norm(mesh.vertices - np.array([0, 0.05, 0]) * 0.44, axis=1).mean()
+    assert abs(r - 0.3 * 0.44) < 0.015                              # metres by default
+    assert "0.44 m per world unit" in capsys.readouterr().out
+    # a reconstruct folder: crop.png + label.json beside the latent
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (20, 220, 40)).save(folder / "crop.png")
+    from psohead.camera import format_label, label_from_yaw_pitch
+    (folder / "label.json").write_text(json.dumps({"label": format_label(label_from_yaw_pitch(0.0)[0])}))
+    rec_latent = str(save_latent(folder / "latent.safetensors", torch.zeros(1, 14, 32)))
+    out = tmp_path / "b" / "head.obj"
+    assert main(["mesh", "--network", "x.pkl", "--latent", rec_latent, "--resolution", "32", "--quiet",
+                 "--texture-size", "256", "--bake-views", "4", "--texture-from-photo", "--out", str(out)]) == 0
+    albedo = np.asarray(Image.open(tmp_path / "b" / "head_albedo.png")).reshape(-1, 3)
+    assert (np.abs(albedo.astype(int) - [20, 220, 40]).max(1) < 8).mean() > 0.1   # the photo's green
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -54,6 +83,11 @@ def test_mesh_formats_and_mrc(latent, tmp_path):
     (["video", "--out", "t.avi"], ".mp4"),
     (["mesh", "--out", "head.stl"], ".ply"),
     (["mesh", "--level", "high", "--out", "h.ply"], "--level"),
+    (["mesh", "--texture-size", "1000", "--out", "h.glb"], "power of two"),
+    (["mesh", "--mesh-faces", "-5", "--out", "h.glb"], "faces must be"),
+    (["mesh", "--photo", "x", "--out", "h.glb"], "only used with --texture-from-photo"),
+    (["mesh", "--no-colors", "--texture-from-photo", "--out", "h.glb"], "geometry only"),
+    (["mesh", "--texture-from-photo", "--out", "h.glb"], "no photo crop"),
 ])
 def test_bad_arguments_give_one_line(latent, tmp_path, capsys, argv, message):
     argv = argv + ([] if "--out" in argv else ["--out", str(tmp_path / "v.png")])

@@ -9,7 +9,7 @@ import trimesh
 from export_standins import SphereG
 from psohead.errors import InputError
 from psohead.export.mesh import (DensityGrid, MeshError, activate, auto_level, crop_mask, extract_mesh,
-                                 sample_density, write_mesh)
+                                 mesh_from_grid, sample_density, sample_head_density, write_mesh)
 
 WS = torch.zeros(1, 14, 32)
 
@@ -104,11 +104,33 @@ def test_mesh_files_load_back(sphere_mesh, tmp_path, suffix):
     back = trimesh.load(path, force="mesh", process=False)
     assert len(back.faces) == len(mesh.faces)
     assert np.allclose(np.sort(back.vertices, axis=0), np.sort(mesh.vertices, axis=0), atol=1e-5)
-    visual = back.visual.to_color() if hasattr(back.visual, "to_color") else back.visual
-    colours = visual.vertex_colors
+    if suffix == ".glb":   # a GLB with a material: trimesh keeps COLOR_0 as a vertex attribute
+        (geom,) = trimesh.load(path, process=False).geometry.values()
+        colours = geom.visual.vertex_attributes["color"]
+    else:
+        colours = back.visual.vertex_colors
     assert colours.shape[0] == len(back.vertices) and colours[:, 0].std() > 10   # colours survived
+    order = np.lexsort(back.vertices.T)
+    expect = mesh.visual.vertex_colors[np.lexsort(mesh.vertices.T)]
+    if suffix != ".obj":   # OBJ stores colours as 4-decimal fractions
+        assert np.array_equal(colours[order][:, :3], expect[:, :3])
     if suffix != ".obj":          # OBJ merges vertices differently; PLY/GLB keep them as written
         assert len(back.vertices) == len(mesh.vertices)
     assert [p.name for p in tmp_path.iterdir()] == [f"head{suffix}"]
     with pytest.raises(InputError, match="must end in"):
         write_mesh(mesh, tmp_path / "head.stl")
+
+
+def test_head_density_gives_the_full_grids_surface_at_a_fraction_of_the_points():
+    G = SphereG(radius=0.25, center=(0.02, 0.05, -0.03))
+    full = sample_density(G, WS, resolution=129, progress=False)
+    calls, points = [], []
+    query = G.sample_mixed
+    G.sample_mixed = lambda coords, *a, **k: points.append(coords.shape[1]) or query(coords, *a, **k)
+    fast = sample_head_density(G, WS, resolution=129, progress=calls.append)
+    a, b = mesh_from_grid(full), mesh_from_grid(fast)
+    assert a.metadata["iso_level"] == pytest.approx(b.metadata["iso_level"], rel=1e-3)
+    assert len(a.faces) == len(b.faces)
+    assert np.abs(np.sort(a.vertices, 0) - np.sort(b.vertices, 0)).max() < 1e-4
+    assert sum(points) < 0.3 * 129 ** 3              # only a shell round the surface at full resolution
+    assert calls and calls[-1].stage == "mesh" and calls[-1].step == calls[-1].total

@@ -37,7 +37,7 @@ def test_cli_bad_inputs_fail_with_one_line(tmp_path, capsys):
 def _preset(s1, s2, **overrides):
     """Short steps, small outputs; ``overrides`` as ``section_field=value``."""
     return Preset("test", Stage1(steps=s1, w_avg_samples=500), Stage2(steps=s2), Rays(deterministic=True),
-                  outputs=Outputs(video_frames=8, video_fps=8, mesh_resolution=32, render_batch=4)
+                  outputs=Outputs(video_frames=8, video_fps=8, mesh_resolution=32, texture_size=256, render_batch=4)
                   ).override(**overrides)
 
 
@@ -60,7 +60,8 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
 
     G, image, label, _ = tiny
     out = tmp_path / "out"
-    rec = reconstruct(image, out, label=label[0], network=G, preset=_preset(2, 2), back="prior", progress=False)
+    rec = reconstruct(image, out, label=label[0], network=G, preset=_preset(2, 2), back="prior", progress=False,
+                      outputs_texture_from_photo=True)
     names = {p.name for p in out.iterdir() if p.name != ".psohead"}  # the folder's marker
     assert set(outputs.OUTPUT_FILES) <= names
     summary = json.loads((out / "reconstruction.json").read_text())
@@ -73,6 +74,14 @@ def test_outputs_valid_and_interrupt_leaves_nothing(tiny, tmp_path, monkeypatch)
     assert len(frames) == 8 and frames[0].shape == (128, 128, 3)
     mesh = trimesh.load(out / "head.ply")
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
+    # the textured meshes of psohead mesh: GLB with UVs and a base colour texture, OBJ -> MTL -> PNG
+    assert {"head.mtl", "head_albedo.png"} <= names and summary["mesh"]["texture_size"] == 256
+    assert summary["mesh"]["from_photo"] and summary["mesh"]["texels_from_photo"] > 0
+    (glb,) = trimesh.load(out / "head.glb", process=False).geometry.values()
+    assert glb.visual.uv is not None and glb.visual.material.baseColorTexture.size == (256, 256)
+    assert "mtllib head.mtl" in (out / "head.obj").read_text().splitlines()
+    assert "map_Kd head_albedo.png" in (out / "head.mtl").read_text().splitlines()
+    assert summary["mesh"]["files"] == {n: (out / n).stat().st_size for n in summary["mesh"]["files"]}
     assert torch.equal(load_latent(out / "latent.safetensors").ws.reshape(rec.ws.shape), rec.ws.cpu())
     assert Image.open(out / "views.png").size == (4 * 128, 2 * 128)
     assert Image.open(out / "back.png").size == (2 * 128, 128)  # pivot | final: the prior is the pivot
@@ -122,6 +131,7 @@ def test_cli_with_network_file(tiny, tmp_path):
     assert main(["reconstruct", str(crop), "--out", str(out), "--network", str(net), "--preset", "fast",
                  "--stage1-steps", "1", "--stage2-steps", "1", "--set", "outputs.video_frames=4",
                  "--set", "outputs.mesh_resolution=32", "--back", "none", "--set", "runtime.cuda_graphs=false",
+                 "--set", "outputs.texture_size=256", "--mesh-faces", "600", "--texture-from-photo",
                  "--quiet"]) == 0
     summary = json.loads((out / "reconstruction.json").read_text())
     preset = summary["settings"]["preset"]
@@ -130,6 +140,46 @@ def test_cli_with_network_file(tiny, tmp_path):
     assert preset["outputs"]["video_frames"] == 4 and summary["back"]["used"] == "none"
     assert [v["name"] for v in summary["views"]] == ["front"]
     assert {"views.png", "turntable.mp4", "generator.safetensors", "report.html"} <= set(summary["files"])
+    # the shared mesh flags and --set reach the preset (one step leaves this head no surface to mesh)
+    outputs = preset["outputs"]
+    assert (outputs["texture_size"], outputs["mesh_faces"], outputs["texture_from_photo"]) == (256, 600, True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--texture-size", "0"], "outputs.texture_size must be a power of two"),
+    (["--set", "outputs.texture_size=16384"], "outputs.texture_size must be a power of two"),
+    (["--mesh-faces", "-1"], "outputs.mesh_faces must be an integer >= 0"),
+    (["--no-texture", "--texture-from-photo"], "outputs.texture_from_photo needs the texture"),
+])
+def test_cli_bad_mesh_options_fail_with_one_line(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(tmp_path / "photo.jpg"), "--out", str(out), *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not out.exists()
+
+
+def test_mesh_flags_are_the_mesh_commands_and_the_presets():
+    import argparse
+
+    from psohead.cli._mesh_flags import add_mesh_flags, mesh_flags
+    from psohead.cli.reconstruct import preset_overrides
+    from psohead.export.mesh_options import MeshOptions
+    from psohead.inversion.presets import resolve_preset
+
+    p = argparse.ArgumentParser()
+    add_mesh_flags(p)
+    p.add_argument("--set", action="append", default=[], dest="settings")
+    for name in ("stage1_steps", "stage2_steps", "precision"):
+        p.add_argument(f"--{name}", default=None)
+    args = p.parse_args(["--mesh-faces", "20000", "--texture-size", "512", "--texture-from-photo"])
+    expect = MeshOptions(resolution=128, faces=20000, texture_size=512, texture_from_photo=True)
+    assert MeshOptions(resolution=128, **mesh_flags(args)) == expect              # psohead mesh
+    assert resolve_preset("fast", preset_overrides(args)).outputs.mesh_options() == expect   # reconstruct
+    untextured = p.parse_args(["--no-texture"])
+    assert resolve_preset("fast", preset_overrides(untextured)).outputs.mesh_options().texture is False
+    # no flag: the preset's own values, whatever --set changed
+    assert resolve_preset("fast", preset_overrides(p.parse_args(["--set", "outputs.mesh_faces=7000"]))
+                          ).outputs.mesh_faces == 7000
 
 
 def test_fk_back_supervises_both_stages_and_adds_the_prior_in_stage_2(tiny, tmp_path):
@@ -310,6 +360,8 @@ def test_progress_events_name_every_stage_and_a_raising_callback_cancels(tiny, t
     R(image, tmp_path / "out", label=label[0], back="prior", progress=events.append)
     stages = list(dict.fromkeys(e.stage for e in events))
     assert stages == ["preprocess", "stage1", "pseudo_back", "stage2", "views", "video", "mesh", "save", "report"]
+    mesh = [e for e in events if e.stage == "mesh"]
+    assert mesh[-1].step == mesh[-1].total > 1  # the bake's render batches
     s1 = [e for e in events if e.stage == "stage1"]
     assert [e.step for e in s1] == [0, 1, 2, 3] and {e.total for e in s1} == {3}
     assert any("loss" in e.message for e in s1[1:])

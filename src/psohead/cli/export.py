@@ -6,6 +6,8 @@ import math
 
 from ..atomic import check_output_file
 from ..errors import InputError
+from ..export.mesh_options import MeshOptions
+from ._mesh_flags import add_mesh_flags, mesh_flags
 
 IMAGE_KINDS = ("image", "image_raw", "image_depth", "image_mask")
 
@@ -49,17 +51,33 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output video (.mp4)")
     p.set_defaults(func=run_video)
 
-    p = subparsers.add_parser("mesh", help="extract a coloured mesh (and density volume) of a latent",
-                              description="Sample the density on a grid, run marching cubes and colour the "
-                                          "vertices; writes .ply, .obj or .glb (several --out allowed).")
+    p = subparsers.add_parser("mesh", help="extract a UV-textured mesh (and density volume) of a latent",
+                              description="Sample the density on a grid, run marching cubes, clean, smooth and "
+                                          "decimate the surface, unwrap it and bake a texture from the network's "
+                                          "renders; writes .glb, .obj (+ .mtl and _albedo.png) or .ply "
+                                          "(several --out allowed). See docs/export.md.")
     _common(p)
-    p.add_argument("--out", required=True, action="append", help="mesh file .ply | .obj | .glb (repeatable)")
+    p.add_argument("--out", required=True, action="append", help="mesh file .glb | .obj | .ply (repeatable)")
     p.add_argument("--resolution", type=int, default=256, help="grid points per axis (default 256)")
     p.add_argument("--level", default="auto", help="iso-level on the activated density, or 'auto' (default)")
     p.add_argument("--crop", default="render", choices=("render", "official", "none"),
                    help="zero the density where the renderer never looks (render), the official borders, or not")
-    p.add_argument("--keep-all", action="store_true", help="keep every connected component (default: largest)")
-    p.add_argument("--no-colors", action="store_true", help="skip vertex colours")
+    p.add_argument("--keep-all", action="store_true",
+                   help="keep every connected piece and inner cavity (default: the head's outer surface)")
+    p.add_argument("--smoothing", type=int, default=MeshOptions.smoothing,
+                   help=f"Taubin smoothing passes (default {MeshOptions.smoothing}; 0 = none)")
+    add_mesh_flags(p)
+    p.add_argument("--photo", default=None, metavar="DIR|CROP",
+                   help="for --texture-from-photo: a reconstruct output folder (crop.png + label.json) or the "
+                        "crop image itself (label from label.json beside it or from --latent); default: the "
+                        "folder of --latent")
+    p.add_argument("--bake-views", type=int, default=MeshOptions.bake_views,
+                   help=f"bake views on the level ring (default {MeshOptions.bake_views}; the rings above and "
+                        "below get a third each)")
+    p.add_argument("--scale", type=float, default=MeshOptions.scale,
+                   help=f"metres per world unit in the files (default {MeshOptions.scale:g}, a real head's size; "
+                        "1 keeps the generator's world units)")
+    p.add_argument("--no-colors", action="store_true", help="geometry only: no texture, no vertex colours")
     p.add_argument("--mrc", default=None, help="also write the raw density grid as an MRC volume")
     p.set_defaults(func=run_mesh)
 
@@ -154,33 +172,44 @@ def run_video(args: argparse.Namespace) -> int:
 
 
 def run_mesh(args: argparse.Namespace) -> int:
-    from ..export.mesh import MAX_GRID_RESOLUTION, MESH_FORMATS, extract_mesh, sample_density, write_mesh
+    from ..export.mesh import MESH_FORMATS, build_head_mesh, read_photo, sample_density
 
     for out in args.out:
         check_output_file(out, tuple(MESH_FORMATS), "output mesh")
     if args.mrc:
         check_output_file(args.mrc, None, "output volume")
-    _at_least(args, 8, "resolution", maximum=MAX_GRID_RESOLUTION)  # what sample_density takes
     if args.level == "auto":
         level = "auto"
     else:
         try:
             level = float(args.level)
         except ValueError:
-            level = math.nan
-        if not math.isfinite(level):
-            raise InputError(f"--level must be 'auto' or a finite number, got {args.level!r}")
-    G, ws, _ = _load(args)
+            raise InputError(f"--level must be 'auto' or a number, got {args.level!r}") from None
+    if args.no_colors and (args.texture_from_photo or args.texture_size is not None):
+        raise InputError("--no-colors writes geometry only: it cannot go with --texture-from-photo or --texture-size")
+    if args.photo is not None and not args.texture_from_photo:
+        raise InputError("--photo is only used with --texture-from-photo")
+    options = MeshOptions(resolution=args.resolution, level=level, crop=args.crop, keep_all=args.keep_all,
+                          smoothing=args.smoothing, bake_views=args.bake_views, scale=args.scale,
+                          colors=not args.no_colors, **mesh_flags(args))
+    photo = None
+    if args.texture_from_photo:
+        if args.photo is None and args.latent is None:
+            raise InputError("--texture-from-photo needs --photo (or a --latent from reconstruct, beside its crop.png)")
+        photo = read_photo(args.photo if args.photo is not None else Path(args.latent).parent, latent=args.latent)
+    G, ws, delta = _load(args)
     grid = sample_density(G, ws, args.resolution, progress=not args.quiet)
     if args.mrc:
         from ..export.volume import write_mrc
 
         write_mrc(grid.sigma, args.mrc, voxel_size=grid.voxel_size, origin=(grid.origin,) * 3)
         print(f"wrote {args.mrc} (raw density, {args.resolution}^3)")
-    mesh = extract_mesh(G, ws, grid=grid, level=level, crop=args.crop, keep_largest=not args.keep_all,
-                        colors=not args.no_colors, progress=not args.quiet)
+    head = build_head_mesh(G, ws, options, delta=delta, photo=photo, grid=grid, progress=not args.quiet)
+    info = head.info
+    texture = f", {info['texture_size']}² texture" if info["texture_size"] else ""
     for out in args.out:
-        write_mesh(mesh, out)
-        print(f"wrote {out} ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces, "
-              f"iso-level {mesh.metadata['iso_level']:.3g})")
+        for path in head.write(out):
+            print(f"wrote {path}")
+    print(f"mesh: {info['vertices']} vertices, {info['faces']} faces, iso-level {info['iso_level']:.3g}{texture}, "
+          f"{head.scale:g} m per world unit")
     return 0

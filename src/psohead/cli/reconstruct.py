@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+from ._mesh_flags import add_mesh_flags, mesh_flags
+
 
 def add_shared_options(p: argparse.ArgumentParser) -> None:
-    """Options of ``reconstruct`` that ``reconstruct-batch`` and ``app`` share (network, preset, losses)."""
+    """Options of ``reconstruct`` that ``reconstruct-batch`` shares (network, preset, losses, meshes)."""
     from ..inversion.losses import PERCEPTUAL_BACKENDS
     from ..inversion.precision import PRECISIONS
     from ..inversion.presets import PRESET_NAMES
@@ -28,6 +30,7 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
                                                          "installed lpips/torchmetrics package if omitted)")
     p.add_argument("--seed", type=int, default=666, help="seed of the exploration noise and ray jitter")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_mesh_flags(p)
 
 
 # options that stand for one preset field (argparse dest -> field)
@@ -38,10 +41,10 @@ def preset_overrides(args: argparse.Namespace) -> dict:
     """Every preset change asked for on the command line, as {"section.field": value}; a
     shortcut option that was given (--stage1-steps 60) wins over --set of the same field, one
     that was not leaves --set alone."""
-    from ..inversion.presets import parse_assignments
+    from ..inversion.presets import mesh_overrides, parse_assignments
 
     given = {key: getattr(args, dest) for dest, key in SHORTCUTS.items() if getattr(args, dest, None) is not None}
-    return {**parse_assignments(args.settings), **given}
+    return {**parse_assignments(args.settings), **given, **mesh_overrides(mesh_flags(args))}
 
 
 def pipeline_kwargs(args: argparse.Namespace) -> dict:

@@ -54,7 +54,7 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True, ov
     """Write every output of ``rec`` (a Reconstruction) into ``out`` as its preset's ``outputs``
     section says; returns the folder. ``overwrite``: ``out`` may hold other files (kept)."""
     from ..export.latent import save_latent
-    from ..export.mesh import MeshError, extract_mesh, sample_density, write_mesh
+    from ..export.mesh import MeshError, sample_density, write_head_meshes
     from ..export.report import write_report
     from ..export.video import write_turntable
     from ..atomic import write_image
@@ -63,7 +63,6 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True, ov
     cfg = rec.preset.outputs
     out = Path(out)
     timings = {}
-    bars = progress is True  # the mesh steps show bars; a callable hears of the stage
     with atomic_dir(out, OUTPUT_VERB, overwrite=overwrite) as tmp:
         G, ws, delta = rec.G, rec.ws, rec.delta
         batch = cfg.render_batch or (CUDA_RENDER_BATCH if ws.device.type == "cuda" else CPU_RENDER_BATCH)
@@ -95,18 +94,17 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True, ov
 
         t = time.perf_counter()
         announce(progress, "mesh")
-        grid = sample_density(G, ws, cfg.mesh_resolution, progress=bars)
+        options = cfg.mesh_options()
+        # density.mrc needs the raw field everywhere; the mesh alone samples finely near the surface only
+        grid = sample_density(G, ws, cfg.mesh_resolution, progress=progress) if cfg.density else None
         try:
-            mesh = extract_mesh(G, ws, grid=grid, progress=bars)
-            for ext in ("ply", "obj", "glb"):
-                write_mesh(mesh, tmp / f"head.{ext}")
-            mesh_info = {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-                         "iso_level": float(mesh.metadata.get("iso_level", float("nan"))),
-                         "resolution": cfg.mesh_resolution}
+            mesh_info = write_head_meshes(G, ws, tmp, options, delta=delta, render_overrides=rec.render_overrides,
+                                          photo=(rec.crop, rec.label) if options.texture_from_photo else None,
+                                          grid=grid, progress=progress)
         except MeshError as err:  # an empty density field must not cost the other outputs
             warnings.warn(f"no mesh written: {err}")
             mesh_info = {"error": str(err), "resolution": cfg.mesh_resolution}
-        if cfg.density:
+        if grid is not None:
             from ..export.volume import write_mrc
 
             write_mrc(grid.sigma, tmp / "density.mrc", voxel_size=grid.voxel_size, origin=(grid.origin,) * 3)

@@ -22,12 +22,13 @@ Python keyword arguments ``section_field=value`` mean the same).
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from ..errors import InputError
-from ..export.mesh import MAX_GRID_RESOLUTION
+from ..export.mesh_options import MAX_GRID_RESOLUTION, MeshOptionError, MeshOptions
 from ..export.video import MAX_TURNTABLE_FRAMES
 from .precision import PRECISIONS
 from .targets import BACK_WEIGHT
@@ -106,13 +107,23 @@ class BackPrior:
             _check(self.shrink_amount > 0, "back.shrink_amount", "must be > 0 with shrink spread", self.shrink_amount)
 
 
+# Outputs field -> the MeshOptions field it sets (psohead.export.mesh_options; docs/export.md)
+MESH_FIELDS = {"mesh_resolution": "resolution", "mesh_faces": "faces", "texture": "texture",
+               "texture_size": "texture_size", "texture_from_photo": "texture_from_photo",
+               "render_batch": "render_batch"}
+
+
 @dataclass(frozen=True)
 class Outputs:
-    """What is written besides the networks: views, turntable, mesh, density."""
+    """What is written besides the networks: views, turntable, meshes, density."""
 
     video_frames: int = 240  # turntable frames per turn
     video_fps: int = 60  # turntable frames per second
     mesh_resolution: int = 256  # density grid points per axis for the mesh
+    mesh_faces: int = MeshOptions.faces  # target face count of the decimated mesh (0: every marching-cubes face)
+    texture: bool = True  # UV atlas + texture baked from the final renders (false: vertex colours only)
+    texture_size: int | None = None  # texture side, a power of two in 256..8192; none: 8 x the image size, <= 2048
+    texture_from_photo: bool = False  # where the input photo sees the face squarely, its colours (needs texture)
     density: bool = False  # also write the raw density grid as density.mrc
     render_batch: int | None = None  # views per render call; none: by device (more on CUDA)
 
@@ -124,6 +135,22 @@ class Outputs:
                f"must be in 8..{MAX_GRID_RESOLUTION}", self.mesh_resolution)
         _check(self.render_batch is None or self.render_batch >= 1, "outputs.render_batch", "must be >= 1 or none",
                self.render_batch)
+        self.mesh_options()  # the mesh fields, checked as MeshOptions checks them
+
+    def mesh_options(self) -> MeshOptions:
+        """The options of the head meshes (``head.glb``, ``head.obj``, ``head.ply``) these outputs ask for."""
+        try:
+            return MeshOptions(**{option: getattr(self, name) for name, option in MESH_FIELDS.items()})
+        except MeshOptionError as err:
+            name = next(n for n, option in MESH_FIELDS.items() if option == err.field)
+            raise InputError(f"preset: outputs.{name} {err.problem}") from None
+
+
+def mesh_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
+    """MeshOptions fields (as the shared ``--mesh-faces`` ... flags give them) as preset changes
+    ``{"outputs.mesh_faces": ...}`` for :meth:`Preset.override`."""
+    names = {option: name for name, option in MESH_FIELDS.items()}
+    return {f"outputs.{names[option]}": value for option, value in options.items()}
 
 
 @dataclass(frozen=True)
@@ -224,8 +251,7 @@ _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 def coerce(value, kind, key: str):
     """``value`` (a Python value or text) as a field of type ``kind``; InputError if it is not one."""
-    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, getattr(typing, "UnionType", ())) \
-        else (kind,)
+    options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
     if type(None) in options and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
         return None
     base = next(t for t in options if t is not type(None))
