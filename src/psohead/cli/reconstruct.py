@@ -44,7 +44,8 @@ def preset_overrides(args: argparse.Namespace) -> dict:
     from ..inversion.presets import mesh_overrides, parse_assignments
 
     given = {key: getattr(args, dest) for dest, key in SHORTCUTS.items() if getattr(args, dest, None) is not None}
-    return {**parse_assignments(args.settings), **given, **mesh_overrides(mesh_flags(args))}
+    mesh = mesh_overrides(mesh_flags(args)) if hasattr(args, "mesh_faces") else {}  # `psohead app` has no mesh flags
+    return {**parse_assignments(args.settings), **given, **mesh}
 
 
 def pipeline_kwargs(args: argparse.Namespace) -> dict:
