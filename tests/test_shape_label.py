@@ -90,6 +90,7 @@ def test_shape_views_have_no_image_and_need_the_opacity():
         TargetView("both", torch.zeros(1, 3, 4, 4), views[0].label, opacity=views[0].opacity)
 
 
+@pytest.mark.slow
 def test_stage2_with_a_shape_view_pulls_opacity_into_the_bounds():
     """Pivotal tuning of a tiny generator on one shape view: its opacity moves toward the bounds
     (the loss falls by more than half) and the front, not supervised, is the image term's only."""
