@@ -240,8 +240,9 @@ def summary(rows: list[dict]) -> tuple[list[dict], dict]:
 
 def markdown(result: dict) -> str:
     head = "| photo | " + " | ".join(c for _, c, _ in COLUMNS) + " |"
+    changed = "".join(" --set " + a for a in result.get("set", []))
     lines = [f"Machine: {result['machine']}; date {result['date']}; command `{result['command']}`; "
-             f"network {result['network']}, preset {result['preset']}{''.join(' --set ' + a for a in result.get('set', []))}, steps {result['steps'] or 'preset'}, "
+             f"network {result['network']}, preset {result['preset']}{changed}, steps {result['steps'] or 'preset'}, "
              f"device {result['device']}.\n", head, "|" + "---|" * (len(COLUMNS) + 1)]
 
     def fmt(v, f):
