@@ -50,7 +50,8 @@ from psohead.atomic import atomic_path
 from psohead.camera import label_from_yaw_pitch
 from psohead.export.mesh import extract_mesh
 from psohead.export.views import save_grid, to_uint8, yaw_labels
-from psohead.inversion.reconstruct import reconstruct
+from psohead.inversion.presets import parse_assignments
+from psohead.inversion.pipeline import reconstruct
 from psohead.metrics.geometry import MENTON_68, head_proportions, mirror_chamfer
 from psohead.metrics.identity import IdentityModel
 from psohead.metrics.image import colour_leakage, psnr, ssim
@@ -74,7 +75,7 @@ def run_reconstruction(photo: Path, args):
     """The one reconstruction call of the benchmark."""
     s1, s2 = args.steps if args.steps else (None, None)
     return reconstruct(str(photo), None, network=args.network, preset=args.preset, stage1_steps=s1,
-                       stage2_steps=s2, device=args.device, progress=False)
+                       stage2_steps=s2, device=args.device, progress=False, overrides=parse_assignments(args.set))
 
 
 def _resized(img, size: int, resample=Image.LANCZOS) -> np.ndarray:
@@ -239,8 +240,9 @@ def summary(rows: list[dict]) -> tuple[list[dict], dict]:
 
 def markdown(result: dict) -> str:
     head = "| photo | " + " | ".join(c for _, c, _ in COLUMNS) + " |"
+    changed = "".join(" --set " + a for a in result.get("set", []))
     lines = [f"Machine: {result['machine']}; date {result['date']}; command `{result['command']}`; "
-             f"network {result['network']}, preset {result['preset']}, steps {result['steps'] or 'preset'}, "
+             f"network {result['network']}, preset {result['preset']}{changed}, steps {result['steps'] or 'preset'}, "
              f"device {result['device']}.\n", head, "|" + "---|" * (len(COLUMNS) + 1)]
 
     def fmt(v, f):
@@ -277,6 +279,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=parse_steps, default=None,
                     help="quick run: N (both stages) or S1,S2 steps instead of the preset's")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="change a preset field, e.g. shape.weight=0 (repeatable)")
     ap.add_argument("--photos", nargs="*", type=Path, default=None, help="photos (default: the benchmark set)")
     ap.add_argument("--mesh-res", type=int, default=192, help="density grid side for the mesh metrics")
     ap.add_argument("--name", default="wild", help="results file stem in benchmarks/results/")
@@ -290,7 +294,7 @@ def main(argv=None) -> None:
         print("skipped (missing): " + ", ".join(missing), file=sys.stderr)
     if not photos:
         sys.exit("no photos")
-    from psohead.inversion.presets import resolve_device
+    from psohead.devices import resolve_device
 
     device = resolve_device(args.device)
     D, ref = discriminator_reference(args.network, device)
@@ -299,7 +303,7 @@ def main(argv=None) -> None:
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}"
                          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
               "command": "python benchmarks/wild.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "network": str(args.network), "preset": args.preset,
+              "network": str(args.network), "preset": args.preset, "set": list(args.set),
               "steps": list(args.steps) if args.steps else None, "device": str(device),
               "discriminator_reference": {str(k): v for k, v in ref.items()}, "photos": []}
     cells = []

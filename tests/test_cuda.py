@@ -96,7 +96,7 @@ def test_graphed_step_matches_eager_and_follows_parameter_updates(stage):
 
     def run(render):
         w = ws.cuda().clone().requires_grad_(stage == 1)
-        images = render(w, views)
+        images, _ = render(w, views)
         loss = (images - target.cuda()).square().mean()
         wrt = [w] if stage == 1 else params
         return images.detach().clone(), torch.autograd.grad(loss, wrt, allow_unused=True)

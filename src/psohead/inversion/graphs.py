@@ -20,22 +20,27 @@ from .targets import TargetView
 
 
 class _Render(torch.nn.Module):
-    """images = G.synthesis(ws, labels)["image"] (a module, so graph capture sees G's parameters)."""
+    """images = G.synthesis(ws, labels)["image"], with ``opacity`` also (images, image_mask) (a
+    module, so graph capture sees G's parameters)."""
 
-    def __init__(self, G, deterministic: bool, render_overrides: dict | None = None, noise_mode: str = "const"):
+    def __init__(self, G, deterministic: bool, render_overrides: dict | None = None, noise_mode: str = "const",
+                 opacity: bool = False):
         super().__init__()
         self.G = G
         self.deterministic = deterministic
         self.render_overrides = render_overrides
         self.noise_mode = noise_mode
+        self.opacity = opacity
 
-    def forward(self, ws: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.G.synthesis(ws, labels, noise_mode=self.noise_mode, deterministic=self.deterministic,
-                                render_overrides=self.render_overrides)["image"]
+    def forward(self, ws: torch.Tensor, labels: torch.Tensor):
+        out = self.G.synthesis(ws, labels, noise_mode=self.noise_mode, deterministic=self.deterministic,
+                               render_overrides=self.render_overrides)
+        return (out["image"], out["image_mask"]) if self.opacity else out["image"]
 
 
 class StepRenderer:
-    """``renderer(ws, views) -> images [V,3,H,W]``: all views of a step from one tri-grid.
+    """``renderer(ws, views) -> (images [V,3,H,W], opacity [V,1,h,w] or None)``: all views of a
+    step from one tri-grid; the accumulated opacity (``image_mask``) only with ``opacity``.
 
     ``graphs``: capture on CUDA, with fixed ray samples (``deterministic``) and fp32/TF32 only
     (autocast's weight cache cannot live in a graph). ``render_overrides`` go to every render.
@@ -43,16 +48,17 @@ class StepRenderer:
     """
 
     def __init__(self, G, deterministic: bool = False, graphs: bool = False, precision: str = "fp32",
-                 render_overrides: dict | None = None):
+                 render_overrides: dict | None = None, opacity: bool = False):
         self.G = G
         self.deterministic = deterministic
         self.render_overrides = render_overrides
+        self.opacity = opacity
         device = next(G.parameters()).device
         # Random ray samples stay eager: with the jitter drawn inside the graph, PyTorch's CUDA
         # generator failed its graph-safe offset check on the H200 (torch 2.11).
         self.graphs = bool(graphs) and device.type == "cuda" and precision != "bf16" and deterministic
         self.fallback: str | None = None
-        self._eager = _Render(G, deterministic, render_overrides)
+        self._eager = _Render(G, deterministic, render_overrides, opacity=opacity)
         self._graphed: dict[tuple, torch.nn.Module] = {}
         self._seen: set[tuple] = set()
 
@@ -60,8 +66,11 @@ class StepRenderer:
     def used_graphs(self) -> bool:
         return bool(self._graphed) and self.fallback is None
 
-    def __call__(self, ws: torch.Tensor, views: list[TargetView]) -> torch.Tensor:
-        labels = torch.cat([v.label for v in views]).to(ws.device)
+    def __call__(self, ws: torch.Tensor, views: list[TargetView]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = self._render(ws, torch.cat([v.label for v in views]).to(ws.device))
+        return out if self.opacity else (out, None)
+
+    def _render(self, ws: torch.Tensor, labels: torch.Tensor):
         if not self.graphs:
             return self._eager(ws, labels)
         key = (tuple(ws.shape), ws.requires_grad, tuple(labels.shape),
@@ -84,7 +93,8 @@ class StepRenderer:
         try:
             self._check_no_sync(sample)
             # make_graphed_callables replaces the module's forward, so each shape gets its own wrapper.
-            return torch.cuda.make_graphed_callables(_Render(self.G, self.deterministic, self.render_overrides), sample,
+            return torch.cuda.make_graphed_callables(_Render(self.G, self.deterministic, self.render_overrides,
+                                                             opacity=self.opacity), sample,
                                                      allow_unused_input=True)
         except Exception as err:  # any capture failure: fall back to eager, the result is the same
             torch.cuda.synchronize()
@@ -103,7 +113,8 @@ class StepRenderer:
         previous = torch.cuda.get_sync_debug_mode()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            images = self._eager(*sample)
-            torch.autograd.grad(images.sum(), wrt, allow_unused=True)
+            out = self._eager(*sample)
+            total = sum(o.sum() for o in out) if self.opacity else out.sum()
+            torch.autograd.grad(total, wrt, allow_unused=True)
         finally:
             torch.cuda.set_sync_debug_mode(previous)

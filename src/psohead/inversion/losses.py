@@ -1,4 +1,4 @@
-"""Image losses for inversion: pixel MSE and interchangeable perceptual backends.
+"""Image losses for inversion: pixel MSE, opacity bounds and interchangeable perceptual backends.
 
 Every perceptual backend maps two image batches in [-1, 1] ([N,3,H,W]) to a distance per sample
 ([N]), differentiable in both arguments. Inversion compares renders with fixed targets, so a
@@ -45,6 +45,16 @@ def masked_mse(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = Non
         mask = F.interpolate(mask, size=x.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
     mask = mask.clamp(0, 1).expand_as(err)
     return (err * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1.0)
+
+
+def opacity_loss(opacity: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """Per view [N]: mean over pixels of the squared amount by which ``opacity`` [N,1,h,w] leaves
+    ``bounds`` [N,2,h',w'] (channel 0 the most allowed, 1 the least; resized to the opacity's size)."""
+    if bounds.shape[-2:] != opacity.shape[-2:]:
+        bounds = F.interpolate(bounds, size=opacity.shape[-2:], mode="bilinear", align_corners=False)
+    over = (opacity - bounds[:, :1]).clamp_min(0)
+    under = (bounds[:, 1:] - opacity).clamp_min(0)
+    return (over.square() + under.square()).flatten(1).mean(1)
 
 
 def area_downsample(x: torch.Tensor, size: int = PERCEPTUAL_RESOLUTION) -> torch.Tensor:

@@ -30,6 +30,7 @@ from .pivotal import PivotalConfig, tune
 from .precision import check_precision
 from .presets import Preset, resolve_preset
 from .projector import LatentStats, ProjectorConfig, latent_stats, project
+from .shape import crop_landmarks, fit_head, shape_views
 from .targets import TargetView
 
 EXTRA_VIEW_WEIGHT = 1.0  # a real photo counts like the front one
@@ -205,6 +206,9 @@ class Reconstructor:
         known, back_record = known_back_views(plan, G, stats.w_avg, prepared.label, prepared.mask, front, res,
                                               self._fk_bank() if plan.kind == "fk" else None, ro or None)
         views += [v.to(dev) for v in known]
+        shape, shape_record = self._shape_views(prepared, front, cfg)
+        if cfg.shape.stage1:
+            views += shape
         timings["setup"] = time.perf_counter() - t
 
         members = cfg.stage1.members if plan.kind in ("prior", "fk") else 1
@@ -224,6 +228,8 @@ class Reconstructor:
             views += prior_targets(G, cfg.back, s1.ws if s1.members is None else s1.members, stats.w_avg,
                                    prepared.label, front, front_mask, (pivot_back, pivot_mask), back_record,
                                    ro or None)
+        if not cfg.shape.stage1:
+            views += shape
         timings["pseudo_back"] = time.perf_counter() - t
 
         G_t, s2 = tune(G, s1.ws, views, self.perceptual,
@@ -240,7 +246,18 @@ class Reconstructor:
             settings={"device": str(dev), "seed": seed, "preset": cfg.to_dict(), "perceptual": self.perceptual.name,
                       "cuda_graphs_used": {"stage1": s1.cuda_graphs, "stage2": s2.cuda_graphs},
                       "ray_start": float(G_t.rendering_kwargs.get("ray_start", float("nan"))),
-                      "w_std": stats.w_std})
+                      "w_std": stats.w_std, "shape": shape_record})
+
+    def _shape_views(self, prepared, front: TargetView, cfg: Preset) -> tuple[list[TargetView], dict]:
+        """The geometric pseudo-label's views (none with ``shape.weight`` 0) and what was fitted."""
+        if cfg.shape.weight <= 0:
+            return [], {"used": False}
+        fitted = fit_head(crop_landmarks(prepared.image), prepared.image.size[0], front.label)
+        views = shape_views(fitted, prepared.label, int(self.G.neural_rendering_resolution), cfg.shape.weight,
+                            cfg.shape.margin_cm, cfg.shape.inner_cm)
+        return [v.to(self.device) for v in views], {
+            "used": True, "landmarks_fitted": fitted.rms_px is not None, "scale": fitted.record["scale"],
+            "offset": fitted.offset.tolist(), "rms_px": fitted.rms_px}
 
 
 def reconstruct(image, out: str | os.PathLike | None = None, *, network="default", device="auto",

@@ -53,15 +53,16 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
     # fused: one kernel for all parameters on CUDA instead of a few per parameter group
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=(0.9, 0.999), fused=device.type == "cuda")
     render = StepRenderer(G_t, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision,
-                          render_overrides=cfg.render_overrides)
+                          render_overrides=cfg.render_overrides, opacity=any(v.opacity is not None for v in views))
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     cache = TargetCache()
     bar = track(range(cfg.num_steps), "stage2", progress, desc="stage 2 (tuning)")
     for step in bar:
         active, step_targets = step_views(views, step)
         with autocast(device, precision):
-            images = render(ws, step_targets)
-            loss, terms = views_loss(images.float(), step_targets, perceptual, cache=cache)
+            images, opacity = render(ws, step_targets)
+            loss, terms = views_loss(images.float(), step_targets, perceptual, cache=cache,
+                                     opacity=None if opacity is None else opacity.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -74,7 +75,7 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
                                                         if k.endswith("front")})
         # Drop this step's autograd graph now: alive during the next step's capture, its gradient
         # accumulators (on the default stream) would break the CUDA graph.
-        del images, loss
+        del images, opacity, loss
     G_t.eval().requires_grad_(False)
     if cfg.render_overrides:
         G_t.rendering_kwargs = {**G_t.rendering_kwargs, **cfg.render_overrides}

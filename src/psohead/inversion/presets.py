@@ -1,7 +1,7 @@
 """Named settings for a whole reconstruction, as a tree of typed sections.
 
 A :class:`Preset` has one section per part of the pipeline — :class:`Stage1`, :class:`Stage2`,
-:class:`Rays`, :class:`BackPrior`, :class:`Outputs`, :class:`Runtime` — and every field is
+:class:`Rays`, :class:`BackPrior`, :class:`Shape`, :class:`Outputs`, :class:`Runtime` — and every field is
 checked when a section is made, however it is made. Presets:
 
 * ``official`` — the official PSO-HEAD projector: 500 + 500 steps, random ray samples, the
@@ -114,6 +114,22 @@ MESH_FIELDS = {"mesh_resolution": "resolution", "mesh_faces": "faces", "texture"
 
 
 @dataclass(frozen=True)
+class Shape:
+    """The geometric pseudo-label (:mod:`.shape`): an adult head fitted to the photo's face
+    landmarks bounds the generator's opacity at the sides and the back."""
+
+    weight: float = 0.0  # loss weight of the opacity bounds, all shape views together (0: off)
+    margin_cm: float = 1.5  # the most opacity allowed: the fitted head's silhouette grown by this (hair)
+    inner_cm: float = 0.5  # the least: its silhouette shrunk by this
+    stage1: bool = True  # bound stage 1 too (stage 2 always, when the weight is > 0)
+
+    def __post_init__(self):
+        _check(self.weight >= 0, "shape.weight", "must be >= 0", self.weight)
+        _check(0 <= self.margin_cm <= 20, "shape.margin_cm", "must be in [0, 20]", self.margin_cm)
+        _check(0 <= self.inner_cm <= 5, "shape.inner_cm", "must be in [0, 5]", self.inner_cm)
+
+
+@dataclass(frozen=True)
 class Outputs:
     """What is written besides the networks: views, turntable, meshes, density."""
 
@@ -165,8 +181,8 @@ class Runtime:
                self.precision)
 
 
-SECTIONS = {"stage1": Stage1, "stage2": Stage2, "rays": Rays, "back": BackPrior, "outputs": Outputs,
-            "runtime": Runtime}
+SECTIONS = {"stage1": Stage1, "stage2": Stage2, "rays": Rays, "back": BackPrior, "shape": Shape,
+            "outputs": Outputs, "runtime": Runtime}
 
 
 @dataclass(frozen=True)
@@ -179,6 +195,7 @@ class Preset:
     stage2: Stage2 = field(default_factory=Stage2)
     rays: Rays = field(default_factory=Rays)
     back: BackPrior = field(default_factory=BackPrior)
+    shape: Shape = field(default_factory=Shape)
     outputs: Outputs = field(default_factory=Outputs)
     runtime: Runtime = field(default_factory=Runtime)
 

@@ -22,7 +22,7 @@ from ..progress import ProgressLike, track
 from .losses import PerceptualLoss
 from .precision import autocast
 from .graphs import StepRenderer
-from .targets import TargetCache, TargetView, full_terms, step_views, terms_dict, views_loss
+from .targets import TERMS, TargetCache, TargetView, full_terms, row_of, step_views, terms_dict, views_loss
 
 W_STATS_SEED = 123  # the official RandomState seed for the mean-latent statistics
 
@@ -116,7 +116,7 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     cache = TargetCache()
     render = StepRenderer(G, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision,
-                          render_overrides=cfg.render_overrides)
+                          render_overrides=cfg.render_overrides, opacity=any(v.opacity is not None for v in views))
     bar = track(range(cfg.num_steps), "stage1", progress, desc="stage 1 (latent)")
     for step in bar:
         t = step / cfg.num_steps
@@ -136,13 +136,14 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
             if k > 1:  # member-major: every member sees every view (one tri-grid per image)
                 ws = ws.repeat_interleave(len(step_targets), 0)
             with autocast(device, precision):
-                images = render(ws, step_targets * k)
-                loss, terms = views_loss(images.float(), step_targets * k, perceptual, cache=cache)
+                images, opacity = render(ws, step_targets * k)
+                loss, terms = views_loss(images.float(), step_targets * k, perceptual, cache=cache,
+                                         opacity=None if opacity is None else opacity.float())
             loss.backward()
             total = total + loss.detach()
             if lo == 0:
                 pivot_terms = terms[:, :len(step_targets)]  # the history follows the pivot
-            del images, loss  # this step's autograd graph must not outlive it (see pivotal.py)
+            del images, opacity, loss  # this step's autograd graph must not outlive it (see pivotal.py)
         opt.step()
         history["loss"].append(total / members)  # per member
         history["lr"].append(lr)
@@ -162,8 +163,8 @@ def finish_history(history: dict[str, list], views: list[TargetView]) -> dict[st
     out = {"loss": torch.stack(history["loss"]).cpu().tolist() if history["loss"] else [],
            "lr": list(history["lr"])}
     if history["terms"]:
-        terms = torch.stack(history["terms"]).cpu()  # [steps,2,V]
+        terms = torch.stack(history["terms"]).cpu()  # [steps,3,V]
         for i, v in enumerate(views):
-            for row, key in enumerate(("mse", "perc")):
+            for row, key in ((row, key) for row, key in enumerate(TERMS) if row_of(v, row)):
                 out[f"{key}_{v.name}"] = [None if math.isnan(x) else x for x in terms[:, row, i].tolist()]
     return out

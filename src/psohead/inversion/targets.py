@@ -1,7 +1,9 @@
 """Supervised views and the per-view objective shared by both inversion stages.
 
 The official loss 0.5*(MSE_f + 0.3*MSE_b) + (P_f + 0.3*P_b) is the sum over views v of
-weight_v * (0.5*MSE_v + P_v), with weight 1 for the front and 0.3 for the pseudo back.
+weight_v * (0.5*MSE_v + P_v), with weight 1 for the front and 0.3 for the pseudo back. A view
+may instead (image None) bound the render's opacity (the geometric pseudo-label, :mod:`.shape`):
+its term is weight_v * O_v, O_v the opacity's mean squared excursion outside the bounds.
 """
 from __future__ import annotations
 
@@ -10,19 +12,21 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from .losses import PerceptualLoss, masked_mse
+from .losses import PerceptualLoss, masked_mse, opacity_loss
 
 MSE_WEIGHT = 0.5
 PERCEPTUAL_WEIGHT = 1.0
 BACK_WEIGHT = 0.3
+TERMS = ("mse", "perc", "shape")  # rows of the per-view terms
 
 
 @dataclass
 class TargetView:
-    """One supervised camera: image [1,3,H,W] in [-1,1], render label [1,25] (offset included)."""
+    """One supervised camera: image [1,3,H,W] in [-1,1] (or None for an opacity-only view),
+    render label [1,25] (offset included)."""
 
     name: str
-    image: torch.Tensor
+    image: torch.Tensor | None
     label: torch.Tensor
     weight: float = 1.0
     # [1,1,h,w] in [0,1]: only the foreground is compared (photos whose background is not the
@@ -32,10 +36,18 @@ class TargetView:
     # Views with the same cycle name take turns: one of them per step, its weight times the group
     # size, so every view keeps its weight on average at a fraction of the rendering cost.
     cycle: str | None = None
+    # [1,2,h,w]: the most (channel 0) and least (channel 1) accumulated opacity allowed per pixel
+    # (``shape`` views, which have no image)
+    opacity: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if (self.image is None) == (self.opacity is None):
+            raise ValueError(f"view {self.name}: give an image or opacity bounds, not both or neither")
 
     def to(self, device) -> "TargetView":
-        return replace(self, image=self.image.to(device), label=self.label.to(device),
-                       mask=None if self.mask is None else self.mask.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, image=move(self.image), label=self.label.to(device), mask=move(self.mask),
+                       opacity=move(self.opacity))
 
 
 def step_views(views: list[TargetView], step: int) -> tuple[list[int], list[TargetView]]:
@@ -52,10 +64,10 @@ def step_views(views: list[TargetView], step: int) -> tuple[list[int], list[Targ
 
 
 def full_terms(terms: torch.Tensor, active: list[int], num_views: int) -> torch.Tensor:
-    """[2,A] terms of the active views -> [2,V] with NaN for the views not supervised this step."""
+    """[3,A] terms of the active views -> [3,V] with NaN for the views not supervised this step."""
     if len(active) == num_views:
         return terms
-    out = terms.new_full((2, num_views), float("nan"))
+    out = terms.new_full((len(TERMS), num_views), float("nan"))
     out[:, active] = terms
     return out
 
@@ -105,29 +117,51 @@ class TargetCache:
 
 def views_loss(images: torch.Tensor, views: list[TargetView], perceptual: PerceptualLoss,
                mse_weight: float = MSE_WEIGHT, perceptual_weight: float = PERCEPTUAL_WEIGHT,
-               cache: TargetCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted sum over views of mse_weight*MSE + perceptual_weight*P.
+               cache: TargetCache | None = None, opacity: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sum over views of mse_weight*MSE + perceptual_weight*P (views with an image) and
+    of the opacity term (views with opacity bounds; ``opacity`` [V,1,h,w] is the render's).
 
-    Returns (loss, terms) with terms = detached [2,V] (MSE row, perceptual row), kept on the
-    device so that logging costs no per-step synchronisation. ``cache`` (a TargetCache) keeps the
-    prepared targets between calls with the same views.
+    Returns (loss, terms) with terms = detached [3,V] (rows :data:`TERMS`, NaN where a view has no
+    such term), kept on the device so that logging costs no per-step synchronisation. ``cache`` (a
+    TargetCache) keeps the prepared targets between calls with the same views.
     """
-    targets = (cache.get(views, images, perceptual) if cache is not None else
-               prepare_targets(views, images.shape[-2:], images.dtype, images.device))
-    mse = masked_mse(images, targets.raw, targets.masks)
-    if targets.masks is not None:
-        images = images * targets.masks - (1 - targets.masks)
-    perc = (perceptual(images, targets.compared, targets.features) if perceptual_weight
-            else torch.zeros_like(mse))
-    loss = (targets.weights * (mse_weight * mse + perceptual_weight * perc)).sum()
-    return loss, torch.stack([mse, perc]).detach()
+    pictured = [i for i, v in enumerate(views) if v.image is not None]
+    bounded = [i for i, v in enumerate(views) if v.opacity is not None]
+    terms = images.new_full((len(TERMS), len(views)), float("nan"))
+    loss = images.new_zeros(())
+    if pictured:
+        seen = [views[i] for i in pictured]
+        shown = images if len(pictured) == len(views) else images[pictured]
+        targets = (cache.get(seen, shown, perceptual) if cache is not None else
+                   prepare_targets(seen, shown.shape[-2:], shown.dtype, shown.device))
+        mse = masked_mse(shown, targets.raw, targets.masks)
+        if targets.masks is not None:
+            shown = shown * targets.masks - (1 - targets.masks)
+        perc = (perceptual(shown, targets.compared, targets.features) if perceptual_weight
+                else torch.zeros_like(mse))
+        loss = loss + (targets.weights * (mse_weight * mse + perceptual_weight * perc)).sum()
+        cols = slice(None) if len(pictured) == len(views) else pictured  # (a list index copies to the device)
+        terms[0, cols], terms[1, cols] = mse.detach(), perc.detach()
+    if bounded:
+        if opacity is None:
+            raise ValueError("views with opacity bounds need the render's opacity")
+        bounds = torch.cat([views[i].opacity for i in bounded]).to(opacity)
+        shape = opacity_loss(opacity[bounded], bounds)
+        weights = torch.tensor([views[i].weight for i in bounded], dtype=shape.dtype).to(shape.device)
+        loss = loss + (weights * shape).sum()
+        terms[2, bounded] = shape.detach()
+    return loss, terms
 
 
 def terms_dict(terms: torch.Tensor, views: list[TargetView]) -> dict[str, float]:
-    """[2,V] terms -> {'mse_front': .., 'perc_front': .., ...} (one device sync)."""
+    """[3,V] terms -> {'mse_front': .., 'perc_front': .., 'shape_shape+90': .., ...} (one device
+    sync; only the terms each view has)."""
     values = terms.cpu().tolist()
-    out = {}
-    for i, v in enumerate(views):
-        out[f"mse_{v.name}"] = values[0][i]
-        out[f"perc_{v.name}"] = values[1][i]
-    return out
+    return {f"{key}_{v.name}": values[row][i] for i, v in enumerate(views) for row, key in enumerate(TERMS)
+            if row_of(v, row)}
+
+
+def row_of(view: TargetView, row: int) -> bool:
+    """Whether the view has the term of row ``row`` of :data:`TERMS`."""
+    return view.opacity is not None if TERMS[row] == "shape" else view.image is not None

@@ -69,8 +69,14 @@ def _cranium(rng, sex: str, face_sz: float) -> dict:
     r = BREADTH_LENGTH_CORRELATION
     length = _normal(rng, HEAD_LENGTH_CM[sex], z1)
     breadth = _normal(rng, HEAD_BREADTH_CM[sex], r * z1 + np.sqrt(1 - r * r) * z2)
-    breadth = float(np.clip(breadth / length, *CEPHALIC_INDEX_RANGE)) * length * CM_WORLD
-    length *= CM_WORLD
+    breadth = float(np.clip(breadth / length, *CEPHALIC_INDEX_RANGE)) * length
+    return cranium_from_cm(breadth, length, face_sz)
+
+
+def cranium_from_cm(breadth: float, length: float, face_sz: float) -> dict:
+    """Cranium ellipsoid columns (``cran_rx``, ``cran_rz``, ``cran_z``) of a head breadth and a
+    length from the glabella (cm) at face depth scale ``face_sz``."""
+    breadth, length = breadth * CM_WORLD, length * CM_WORLD
     rz = (length - BROW_GAP) / 2
     glabella = FACE_ORIGIN_Z + GLABELLA_Z_CM * CM_WORLD * face_sz
     return {"cran_rx": breadth / 2, "cran_rz": rz, "cran_z": glabella - BROW_GAP - rz}
