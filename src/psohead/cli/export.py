@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from ..atomic import check_output_file
 from ..errors import InputError
