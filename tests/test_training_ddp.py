@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from psohead.atomic import partial_path
+from psohead.atomic import MARKER, partial_path
 from psohead.networks.config import DiscriminatorConfig, GeneratorConfig
 from psohead.training.loop import build_discriminator, build_generator
 from psohead.training.snapshot import LATEST, load_snapshot
@@ -23,7 +23,7 @@ from test_training_loop import _dataset
 
 PROBE = REPO / "tests" / "train_probe.py"
 NETS = ("G", "G_ema", "D")
-RUN_FILES = {"config.json", "log.jsonl", LATEST}  # + fakes<kimg>.png grids
+RUN_FILES = {MARKER, "config.json", "log.jsonl", LATEST}  # + fakes<kimg>.png grids
 
 
 def _env() -> dict:
