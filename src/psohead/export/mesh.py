@@ -449,19 +449,14 @@ def read_photo(path: str | os.PathLike, latent: str | os.PathLike | None = None)
     label stored in the ``latent`` file."""
     import json
 
-    from PIL import Image, UnidentifiedImageError
-
     from ..camera import parse_label
+    from ..io.images import read_image
 
     path = Path(path)
     crop = path / "crop.png" if path.is_dir() else path
     if not crop.is_file():
         raise InputError(f"no photo crop at {crop} (texture from photo needs reconstruct's crop.png)")
-    try:
-        with Image.open(crop) as im:
-            image = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as err:
-        raise InputError(f"{crop}: not a readable image ({err})") from None
+    image = read_image(crop, "photo crop")
     label_file = crop.parent / "label.json"
     if label_file.is_file():
         try:

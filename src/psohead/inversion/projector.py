@@ -165,6 +165,7 @@ def finish_history(history: dict[str, list], views: list[TargetView]) -> dict[st
     if history["terms"]:
         terms = torch.stack(history["terms"]).cpu()  # [steps,3,V]
         for i, v in enumerate(views):
-            for row, key in ((row, key) for row, key in enumerate(TERMS) if row_of(v, row)):
-                out[f"{key}_{v.name}"] = [None if math.isnan(x) else x for x in terms[:, row, i].tolist()]
+            for row, key in enumerate(TERMS):
+                if row_of(v, row):
+                    out[f"{key}_{v.name}"] = [None if math.isnan(x) else x for x in terms[:, row, i].tolist()]
     return out
