@@ -76,14 +76,33 @@ def identity_similarity(a: np.ndarray, b: np.ndarray) -> float | None:
     return _IDENTITY.similarity(a, b)
 
 
-def evaluate_head(pipeline: Reconstructor, folder: Path, back: str, seed: int = 666) -> list[dict]:
+def front_view(folder: Path):
+    """(dataset, index of its most frontal view, that view as uint8 [H,W,3], its mask [1,H,W])."""
     ds = HeadDataset(folder)
+    front_i = int(yaw_pitch_from_label(ds.raw_labels)[0].abs().argmin())
+    img, mask, _ = ds[front_i]
+    return ds, front_i, img.permute(1, 2, 0).numpy(), mask
+
+
+def detect_landmarks(heads: list[Path], path: Path) -> None:
+    """Write {head: 68 dlib landmarks of its front view} to ``path``, for machines without dlib."""
+    from psohead.preprocess.landmarks import detect_faces
+
+    found = {}
+    for folder in heads:
+        faces = detect_faces(np.ascontiguousarray(front_view(folder)[2]))
+        found[folder.name] = faces[0].landmarks.tolist() if faces else None
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(found) + "\n")
+    print(f"{path}: landmarks of {sum(v is not None for v in found.values())} of {len(found)} heads")
+
+
+def evaluate_head(pipeline: Reconstructor, folder: Path, back: str, seed: int = 666,
+                  landmarks=None) -> list[dict]:
+    ds, front_i, front, mask = front_view(folder)
     labels = ds.raw_labels
     yaws = yaw_pitch_from_label(labels)[0].rad2deg()
-    front_i = int(yaws.abs().argmin())
-    img, mask, _ = ds[front_i]
-    front = img.permute(1, 2, 0).numpy()
-    rec = pipeline(front, label=labels[front_i], mask=mask[0].numpy(), back=back, seed=seed,
+    rec = pipeline(front, label=labels[front_i], mask=mask[0].numpy(), landmarks=landmarks, back=back, seed=seed,
                    progress=False)
     rows = []
     for i in range(len(ds)):
@@ -181,6 +200,11 @@ def main(argv=None) -> int:
     ap.add_argument("--split", choices=sorted(SPLITS), default=None,
                     help="refuse heads outside this set's ids: tune presets on 'tuning' only, "
                          "report on 'report'")
+    ap.add_argument("--landmarks", type=Path, default=None,
+                    help="JSON {head: 68 landmarks of its front view} (from --detect-landmarks) for the "
+                         "geometric pseudo-label where dlib is not installed")
+    ap.add_argument("--detect-landmarks", type=Path, default=None, metavar="JSON",
+                    help="only write the front views' dlib landmarks to this file and stop")
     args = ap.parse_args(argv)
     if args.runs < 1:
         raise SystemExit("--runs must be at least 1")
@@ -198,6 +222,10 @@ def main(argv=None) -> int:
     meta = {"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv),
             "network": args.network, "heads": [h.name for h in heads], "runs": args.runs,
             "split": args.split, "device": args.device}
+    if args.detect_landmarks:
+        detect_landmarks(heads, args.detect_landmarks)
+        return 0
+    known = json.loads(args.landmarks.read_text()) if args.landmarks else {}
     results = {}
     for name in args.presets:
         preset = resolve_preset(name, overrides, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps)
@@ -210,7 +238,7 @@ def main(argv=None) -> int:
             rows = []
             for folder in heads:
                 for run in range(args.runs):
-                    rows += evaluate_head(pipeline, folder, back, seed=666 + run)
+                    rows += evaluate_head(pipeline, folder, back, seed=666 + run, landmarks=known.get(folder.name))
                 results[f"{back}/{tag}"] = {"buckets": bucket_table(rows), "rows": rows}
                 write_results(args.name, meta, results)  # after every head: a run cut short keeps what it did
                 print(f"{back}/{tag}: {folder.name} done", flush=True)

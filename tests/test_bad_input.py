@@ -256,6 +256,20 @@ def test_mask_without_a_label_is_refused_not_ignored(tmp_path):
         prepare_input(crop, mask=tmp_path / "m.png")
 
 
+def test_landmarks_must_be_68_finite_points_of_an_aligned_crop(tmp_path):
+    from psohead.inversion.inputs import prepare_input
+
+    crop = _crop(tmp_path)
+    label = camera.label_from_yaw_pitch(0.0)[0]
+    points = np.stack([np.linspace(10, 50, 68), np.linspace(20, 40, 68)], 1)
+    assert np.array_equal(prepare_input(crop, label=label, landmarks=points.tolist()).landmarks, points)
+    for bad in (points[:67], points[:, :1], np.where(np.arange(68)[:, None] == 3, np.nan, points), "eyes"):
+        with pytest.raises(InputError, match="expected 68"):
+            prepare_input(crop, label=label, landmarks=bad)
+    with pytest.raises(InputError, match="landmarks are only used with an aligned crop"):
+        prepare_input(crop, landmarks=points)
+
+
 @pytest.mark.parametrize("content", [{"labels": None}, {"labels": [["other.png", [0.0] * 25]]}, {"labels": []},
                                      {"labels": [["crop.png", None]]}])
 def test_dataset_json_that_does_not_label_the_crop_is_an_error_not_a_recrop(tmp_path, content, monkeypatch):

@@ -15,6 +15,7 @@ from conftest import require_shared
 from psohead import camera
 from psohead.errors import InputError, NoFaceError
 from psohead.preprocess import FaceTooSmallWarning, align, crop_files
+from psohead.preprocess.landmarks import detect_faces
 from psohead.preprocess.pose import rotation_from_label
 
 pytestmark = pytest.mark.filterwarnings("ignore::psohead.preprocess.FaceTooSmallWarning")
@@ -70,6 +71,11 @@ def test_sample_mask_iou(samples):
     ours = np.asarray(face.mask) >= 128
     assert face.mask.mode == "L" and face.mask.size == (563, 563)
     assert (ours & seg).sum() / (ours | seg).sum() > 0.9
+    # the crop's landmarks are where dlib, run again on the crop, finds the face (mean < 2 % of the crop)
+    small = align(data["000134.jpg"][0], size=512, with_mask=False)
+    for f in (face, small):
+        again = detect_faces(np.asarray(f.image))[0].landmarks
+        assert np.linalg.norm(f.crop_landmarks - again, axis=1).mean() < 0.02 * f.image.size[0]
 
 
 def test_astronaut_uncropped_photo():

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -29,6 +30,7 @@ class PreparedInput:
     mask: Image.Image | None  # L, 255 = head
     source: str  # "aligned" (crop + label) or "photo" (preprocessed here)
     label_source: str
+    landmarks: np.ndarray | None = None  # [68,2] face landmarks on ``image`` in pixels, when known
 
 
 def read_label_file(path: Path) -> torch.Tensor:
@@ -71,8 +73,19 @@ def coerce_label(label, what: str = "label") -> torch.Tensor:
     return validate_label(torch.as_tensor(label).detach().cpu().reshape(-1), what)
 
 
-def prepare_input(image, label=None, mask=None, what: str = "input") -> PreparedInput:
-    """Resolve the input into an aligned crop + label (+ mask when known)."""
+def coerce_landmarks(landmarks, what: str) -> np.ndarray:
+    """68 (x, y) points in crop pixels, as an array [68,2]; InputError otherwise."""
+    try:
+        points = np.asarray(landmarks, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what}: expected 68 (x, y) points, got {type(landmarks).__name__}") from None
+    if points.shape != (68, 2) or not np.isfinite(points).all():
+        raise InputError(f"{what}: expected 68 finite (x, y) points, got shape {list(points.shape)}")
+    return points
+
+
+def prepare_input(image, label=None, mask=None, landmarks=None, what: str = "input") -> PreparedInput:
+    """Resolve the input into an aligned crop + label (+ mask and 68 face landmarks when known)."""
     path = Path(image) if isinstance(image, (str, os.PathLike)) else None
     pil = read_image(image, what)
     if label is not None:
@@ -88,10 +101,12 @@ def prepare_input(image, label=None, mask=None, what: str = "input") -> Prepared
             mask = read_mask(mask, f"{what} mask")
         if mask is not None:
             check_mask_fits(mask, pil, f"{what} mask")
-        return PreparedInput(pil, lab, mask, "aligned", label_source)
-    if mask is not None:
-        raise InputError(f"{what}: a mask is only used with an aligned crop and its label (--label, or a "
-                         "dataset.json beside it); a raw photo gets its mask from the preprocessing")
+        points = None if landmarks is None else coerce_landmarks(landmarks, f"{what} landmarks")
+        return PreparedInput(pil, lab, mask, "aligned", label_source, points)
+    for given, name, noun in ((mask, "mask", "a mask is"), (landmarks, "landmarks", "landmarks are")):
+        if given is not None:
+            raise InputError(f"{what}: {noun} only used with an aligned crop and its label (--label, or a "
+                             f"dataset.json beside it); a raw photo gets its {name} from the preprocessing")
     try:
         from ..preprocess import align
     except ImportError:
@@ -99,7 +114,7 @@ def prepare_input(image, label=None, mask=None, what: str = "input") -> Prepared
                          "pass an aligned crop with --label") from None
     face = align(pil, name=str(path) if path is not None else what)
     return PreparedInput(face.image.convert("RGB"), validate_label(face.label, f"{what} label"),
-                         getattr(face, "mask", None), "photo", "preprocess")
+                         getattr(face, "mask", None), "photo", "preprocess", face.crop_landmarks)
 
 
 def parse_extra_view(spec: str) -> tuple[Path, float | None]:

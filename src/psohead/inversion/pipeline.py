@@ -151,12 +151,13 @@ class Reconstructor:
             self._bank = back_bank(self.fk_bank_path)
         return self._bank
 
-    def __call__(self, image, out: str | os.PathLike | None = None, *, label=None, mask=None,
+    def __call__(self, image, out: str | os.PathLike | None = None, *, label=None, mask=None, landmarks=None,
                  back: str | os.PathLike = "auto", extra_views=(), seed: int = 666, progress: ProgressLike = True,
                  overwrite: bool = False, overrides: dict | None = None, **keywords) -> Reconstruction:
         """Reconstruct one photo. ``image``: a raw photo (path, PIL image, array; aligned by
         :func:`psohead.preprocess.align`) or an aligned crop with its ``label`` (25 numbers or a
-        JSON file; or a dataset.json beside the file) and optional ``mask``. ``back``: auto | prior
+        JSON file; or a dataset.json beside the file), optional ``mask`` and its 68 face ``landmarks``
+        ([68,2] pixels, for the geometric pseudo-label; detected on the crop when not given). ``back``: auto | prior
         | fk | none | a photo of the back of the head. ``extra_views``: ``"PATH[:yaw_degrees]"``
         strings of other photos of the same head. ``overrides``/keywords change preset fields for
         this photo. ``progress``: bars, silence, or a callable receiving
@@ -171,7 +172,7 @@ class Reconstructor:
         if out is not None:
             check_output_dir(out, OUTPUT_VERB, overwrite=overwrite, replace=True)
         announce(progress, "preprocess")
-        prepared = prepare_input(image, label=label, mask=mask)
+        prepared = prepare_input(image, label=label, mask=mask, landmarks=landmarks)
         extras = [prepare_extra_view(str(s)) for s in extra_views]
         timings = {"preprocess": time.perf_counter() - t0}
         devices = [self.device] if self.device.type == "cuda" else []
@@ -252,7 +253,8 @@ class Reconstructor:
         """The geometric pseudo-label's views (none with ``shape.weight`` 0) and what was fitted."""
         if cfg.shape.weight <= 0:
             return [], {"used": False}
-        fitted = fit_head(crop_landmarks(prepared.image), prepared.image.size[0], front.label)
+        landmarks = prepared.landmarks if prepared.landmarks is not None else crop_landmarks(prepared.image)
+        fitted = fit_head(landmarks, prepared.image.size[0], front.label)
         views = shape_views(fitted, prepared.label, int(self.G.neural_rendering_resolution), cfg.shape.weight,
                             cfg.shape.margin_cm, cfg.shape.inner_cm)
         return [v.to(self.device) for v in views], {
@@ -262,8 +264,8 @@ class Reconstructor:
 
 def reconstruct(image, out: str | os.PathLike | None = None, *, network="default", device="auto",
                 preset: str | Preset = "auto", perceptual: str = "auto", vgg16=None, lpips_linear=None,
-                fk_bank=None, label=None, mask=None, back: str | os.PathLike = "auto", extra_views=(),
-                seed: int = 666, progress: ProgressLike = True, overwrite: bool = False,
+                fk_bank=None, label=None, mask=None, landmarks=None, back: str | os.PathLike = "auto",
+                extra_views=(), seed: int = 666, progress: ProgressLike = True, overwrite: bool = False,
                 overrides: dict | None = None, **keywords) -> Reconstruction:
     """One photo in one call: ``Reconstructor(network, ...)(image, out, ...)`` (the arguments of
     both; keywords override preset fields, e.g. ``stage2_steps=40``)."""
@@ -271,5 +273,5 @@ def reconstruct(image, out: str | os.PathLike | None = None, *, network="default
         check_output_dir(out, OUTPUT_VERB, overwrite=overwrite, replace=True)  # before the network loads
     pipeline = Reconstructor(network, device=device, preset=preset, perceptual=perceptual, vgg16=vgg16,
                              lpips_linear=lpips_linear, fk_bank=fk_bank, overrides=overrides, **keywords)
-    return pipeline(image, out, label=label, mask=mask, back=back, extra_views=extra_views, seed=seed,
-                    progress=progress, overwrite=overwrite)
+    return pipeline(image, out, label=label, mask=mask, landmarks=landmarks, back=back, extra_views=extra_views,
+                    seed=seed, progress=progress, overwrite=overwrite)

@@ -53,6 +53,7 @@ class AlignedFace:
     roll: float
     quad: np.ndarray  # [4,2] refined quad corners in the original image turned upright (TL, BL, BR, TR)
     landmarks: np.ndarray  # [68,2] in the original image turned upright
+    crop_landmarks: np.ndarray  # [68,2] on ``image``, in its pixels
     score: float
     detector: str
     small: bool = False  # quad side < 256 px: the official pipeline would drop this face
@@ -115,11 +116,13 @@ def _align_face(rgb: np.ndarray, face: Face, size: int, with_mask: bool, skip_sm
     yaw, pitch, roll = euler_3ddfa(pose.rotation)
     img = Image.fromarray(canvas)
     mask = person_matte(canvas, lm_canvas) if with_mask else None
+    crop_lm = lm_canvas * (size / CANVAS)
     if size != CANVAS:
         img = img.resize((size, size), Image.LANCZOS)
         mask = mask.resize((size, size), Image.LANCZOS) if mask is not None else None
     out = AlignedFace(image=img, label=label_from_rotation(pose.rotation), mask=mask, yaw=yaw, pitch=pitch,
-                      roll=roll, quad=quad.corners(), landmarks=face.landmarks, score=face.score,
+                      roll=roll, quad=quad.corners(), landmarks=face.landmarks, crop_landmarks=crop_lm,
+                      score=face.score,
                       detector=face.detector, small=small)
     out.report = {"detector": face.detector, "score": round(face.score, 4), "yaw": round(yaw, 3),
                   "pitch": round(pitch, 3), "roll": round(roll, 3), "quad": np.round(out.quad, 2).tolist(),
