@@ -36,9 +36,9 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int |
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 # Blocks up to this size come from the heap and freed memory up to this much stays there for the
-# next allocation. glibc's defaults hand every block over 32 MiB to mmap and back on free, so a
-# renderer step, whose per-sample temporaries are tens of MiB each, gets fresh zeroed pages from
-# the kernel every time (page faults and system time; docs/performance.md).
+# next allocation. glibc's defaults map blocks over a threshold (at most 32 MiB) anew and give them
+# back on free, so a renderer step, whose per-sample temporaries are tens of MiB each, got fresh
+# zeroed pages from the kernel every time (page faults and system time; docs/performance.md).
 CPU_HEAP_KEEP = 1 << 30
 
 
@@ -53,4 +53,4 @@ def configure(device: torch.device) -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to tune
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, CPU_HEAP_KEEP)) & bool(mallopt(_M_TRIM_THRESHOLD, CPU_HEAP_KEEP))
+    return all([mallopt(option, CPU_HEAP_KEEP) == 1 for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD)])
