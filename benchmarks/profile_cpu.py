@@ -10,7 +10,8 @@ the ``fast`` preset supervises them: stage 1 the front, stage 2 front + back + o
 
     python benchmarks/profile_cpu.py --steps 4            # -> stdout (shares, not absolute seconds)
 
-Shares are what to compare on a shared machine; absolute seconds scale with the load.
+Shares are what to compare on a shared machine; absolute seconds scale with the load. The numbers
+and what they led to are in docs/performance.md.
 """
 from __future__ import annotations
 
@@ -74,8 +75,7 @@ def by_module(G, ws, views, perceptual, repeats: int) -> list[tuple[str, float, 
         c = labels.float()
         origins, dirs = G.ray_sampler(c[:, :16].reshape(-1, 4, 4), c[:, 16:25].reshape(-1, 3, 3),
                                       G.neural_rendering_resolution)
-        raw = G.backbone.synthesis(ws, noise_mode="const")
-        captured["planes"] = G._as_planes(raw)
+        captured["planes"] = G.planes(ws, noise_mode="const")
         out = G.synthesis(ws, labels, noise_mode="const", deterministic=True, render_overrides=RENDER,
                           return_intermediates=True)
     n = len(views)
