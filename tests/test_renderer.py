@@ -282,3 +282,36 @@ def test_positive_cumprod_matches_torch_values_and_gradients():
     assert torch.equal(ours, ref)
     assert torch.allclose(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=1e-10)
     assert torch.autograd.gradcheck(lambda t: positive_cumprod(t, 1), (x[:1, :2, :6, 0].detach().requires_grad_(),))
+
+
+def test_cpu_renderer_skips_samples_outside_the_crop_without_changing_the_render():
+    # One tri-grid on the CPU decodes only the samples inside the crop box; planes of batch 2
+    # (the same grid twice) take the path that decodes every sample and masks afterwards.
+    torch.manual_seed(3)
+    planes = torch.randn(1, 3, 6, 8, 8, dtype=torch.float64) * 3
+    dec = OSGDecoder(2, output_dim=2, hidden_dim=4).double()
+    opts = dict(GeneratorConfig.fixture_small().rendering_kwargs, depth_resolution=8,
+                depth_resolution_importance=6, triplane_depth=3)
+    c2w = torch.eye(4, dtype=torch.float64)[None].repeat(2, 1, 1)
+    c2w[:, 2, 3] = 2.7  # the box's far half along z lies beyond the crop for the ray ends
+    c2w[1, 0, 3] = 0.3
+    k = torch.tensor([[[1.2, 0, 0.5], [0, 1.2, 0.5], [0, 0, 1]]], dtype=torch.float64).expand(2, -1, -1)
+    o, d = RaySampler()(c2w, k, 5)
+    d = -d  # towards the box
+    coarse = ImportanceRenderer.sample_stratified(o, opts["ray_start"], opts["ray_end"], 8, deterministic=True)
+    outside = crop_mask(o.unsqueeze(-2) + coarse * d.unsqueeze(-2), opts["box_warp"], 0.1)
+    assert 0.1 < outside.double().mean() < 0.9
+
+    def render(batch):
+        p = planes.clone().requires_grad_(True)
+        dec.zero_grad()
+        rgb, depth, opacity = ImportanceRenderer()(p.expand(batch, -1, -1, -1, -1), dec, o, d, opts,
+                                                   deterministic=True)
+        (rgb.square().sum() + opacity.sum()).backward()
+        return [rgb, depth, opacity, p.grad] + [q.grad.clone() for q in dec.parameters()]
+
+    skipped, full = render(1), render(2)
+    for a, b in zip(skipped[:3], full[:3]):
+        assert torch.equal(a, b)
+    for a, b in zip(skipped[3:], full[3:]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -1,5 +1,10 @@
-"""The one place a device name becomes a ``torch.device``."""
+"""The one place a device name becomes a ``torch.device``, and the process settings a device
+runs best with (:func:`configure`)."""
 from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
 
 import torch
 
@@ -26,3 +31,26 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int |
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return dev
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# Blocks up to this size come from the heap and freed memory up to this much stays there for the
+# next allocation. glibc's defaults map blocks over a threshold (at most 32 MiB) anew and give them
+# back on free, so a renderer step, whose per-sample temporaries are tens of MiB each, got fresh
+# zeroed pages from the kernel every time (page faults and system time; docs/performance.md).
+CPU_HEAP_KEEP = 1 << 30
+
+
+def configure(device: torch.device) -> bool:
+    """Process settings for running on ``device``: on the CPU under glibc, keep freed memory for
+    reuse (:data:`CPU_HEAP_KEEP`) instead of returning it to the kernel. Idempotent; changes
+    only the C allocator's thresholds, never results. Returns whether anything was set."""
+    if device.type != "cpu" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to tune
+        return False
+    return all([mallopt(option, CPU_HEAP_KEEP) == 1 for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD)])

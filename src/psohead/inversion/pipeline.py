@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..atomic import check_output_dir
 from ..camera import LABEL_DIM, apply_offset, back_label
-from ..devices import resolve_device
+from ..devices import configure, resolve_device
 from ..errors import InputError
 from ..io.images import mask_tensor, to_tensor
 from ..progress import ProgressLike, announce
@@ -106,6 +106,7 @@ class Reconstructor:
     def __init__(self, network="default", *, device="auto", preset: str | Preset = "auto", perceptual: str = "auto",
                  vgg16=None, lpips_linear=None, fk_bank=None, overrides: dict | None = None, **keywords):
         self.device = resolve_device(device)
+        configure(self.device)
         self.preset = resolve_preset(preset, overrides, **keywords)
         check_precision(self.preset.runtime.precision, self.device)
         self.network = _network_name(network)

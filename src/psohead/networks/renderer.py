@@ -186,14 +186,34 @@ class ImportanceRenderer(torch.nn.Module):
         return out
 
     def _decode_along_rays(self, planes, decoder, origins, directions, depths, opts, deterministic, crop):
+        # The decoder ignores ray directions (as officially), so none are made per sample.
         n, m, s, _ = depths.shape
         coords = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(n, -1, 3)
-        dirs = directions.unsqueeze(-2).expand(-1, -1, s, -1).reshape(n, -1, 3)
-        out = self.run_model(planes, decoder, coords, dirs, opts, deterministic)
+        outside = crop_mask(coords, opts["box_warp"], crop) if crop else None
+        if outside is not None and planes.shape[0] == 1 and coords.device.type == "cpu":
+            inside = (~outside).reshape(-1).nonzero().squeeze(1)
+            if len(inside):
+                return self._decode_inside(planes, decoder, coords, inside, opts, deterministic, (n, m, s))
+        out = self.run_model(planes, decoder, coords, None, opts, deterministic)
         sigma = out["sigma"]
-        if crop:
-            sigma = sigma.masked_fill(crop_mask(coords, opts["box_warp"], crop), -1e3)
+        if outside is not None:
+            sigma = sigma.masked_fill(outside, -1e3)
         return out["rgb"].reshape(n, m, s, -1), sigma.reshape(n, m, s, 1)
+
+    def _decode_inside(self, planes, decoder, coords, inside, opts, deterministic, shape):
+        """:meth:`_decode_along_rays` for one tri-grid on the CPU, decoding only the samples inside
+        the crop box. The others get σ = -1000, which gives every interval they bound an opacity
+        of exactly 0 in float32 (for any σ of the neighbour below 960), hence weight 0 and no
+        gradient: their colour (0 here) and features never count, so the results are those of
+        decoding every sample, at the cost of the samples inside (docs/performance.md). (On CUDA
+        the data-dependent count would cost a synchronisation and break CUDA graphs.)"""
+        n, m, s = shape
+        out = self.run_model(planes, decoder, coords.reshape(1, -1, 3).index_select(1, inside), None, opts,
+                             deterministic)
+        sigma, rgb = out["sigma"][0], out["rgb"][0]
+        sigma = sigma.new_full((n * m * s, 1), -1e3).index_copy(0, inside, sigma)
+        rgb = rgb.new_zeros((n * m * s, rgb.shape[-1])).index_copy(0, inside, rgb)
+        return rgb.reshape(n, m, s, -1), sigma.reshape(n, m, s, 1)
 
     @staticmethod
     def sample_stratified(ray_origins, ray_start, ray_end, depth_resolution, disparity_space_sampling=False,
