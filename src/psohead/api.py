@@ -20,7 +20,6 @@ DEFAULT_GENERATOR = Path(__file__).resolve().parent / "assets" / "default_genera
 DEFAULT_DISCRIMINATOR = DEFAULT_GENERATOR.with_name("default_discriminator.safetensors")
 # The latent encoder trained for the bundled generator (psohead train-encoder).
 DEFAULT_ENCODER = DEFAULT_GENERATOR.with_name("default_encoder.safetensors")
-DEFAULTS = {"generator": DEFAULT_GENERATOR, "discriminator": DEFAULT_DISCRIMINATOR, "encoder": DEFAULT_ENCODER}
 GENERATOR_DIGEST_KEY = "psohead.generator_sha256"  # an encoder file's link to its generator
 OFFICIAL_CLASSES = {"TriPlaneGenerator": "generator", "MaskDualDiscriminatorV2": "discriminator"}
 OFFICIAL_KEYS = ("G_ema", "G", "D")
@@ -30,7 +29,8 @@ _MAX_LISTED = 5
 def _resolve(path_or_name, kind: str = "generator") -> Path:
     """A file path; the name ``default`` means the bundled network of that kind."""
     if str(path_or_name) == "default":
-        default = DEFAULTS[kind]
+        default = {"generator": DEFAULT_GENERATOR, "discriminator": DEFAULT_DISCRIMINATOR,
+                   "encoder": DEFAULT_ENCODER}[kind]  # looked up here, so tests can point them elsewhere
         if not default.is_file():
             raise CheckpointError(f"the bundled default {kind} ({default}) is missing from this "
                                   "installation; pass a .safetensors or official .pkl path instead")
