@@ -259,8 +259,7 @@ class Reconstructor:
         t = time.perf_counter()
         announce(progress, "pseudo_back")
         pivot_back, pivot_mask = render_prior(G, s1.ws, back_label(prepared.label), ro or None)
-        # with fk too: the bank image sets outline and colour, the prior detail; stage 2 alone uses them
-        if plan.kind in ("prior", "fk") and cfg.stage2.steps > 0:
+        if plan.kind in ("prior", "fk"):  # with fk too: the bank image sets outline and colour, the prior detail
             front_mask = (mask_tensor(prepared.mask, res) if cfg.back.colour_match and prepared.mask is not None
                           else None)
             views += prior_targets(G, cfg.back, s1.ws if s1.members is None else s1.members, stats.w_avg,
