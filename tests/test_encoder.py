@@ -241,3 +241,15 @@ def test_auto_starts_from_an_encoder_when_the_network_has_one(tiny_net, trained,
     with pytest.warns(UserWarning, match="bundled encoder is not used"):
         R = Reconstructor("default", device="cpu")
     assert R.preset.stage1.init == "mean" and R.encoder is None
+
+
+def test_real_crops_join_the_image_loss(tiny_net, crop, tmp_path):
+    from PIL import Image
+
+    path, _ = crop
+    (path.parent / "masks").mkdir(exist_ok=True)
+    Image.new("L", Image.open(path).size, 255).save(path.parent / "masks" / "crop.png")
+    out = tmp_path / "E.safetensors"
+    train_encoder(_opts(tiny_net, out, data=str(path.parent), steps=1, batch=2, heldout=2, image_every=1))
+    record = json.loads((tmp_path / "E-run" / "log.jsonl").read_text().splitlines()[-1])
+    assert record["loss/real_image"] > 0 and record["loss/image"] > 0
