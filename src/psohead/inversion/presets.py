@@ -322,7 +322,7 @@ PRESETS["quality"] = replace(PRESETS["fast"], name="quality", stage1=replace(PRE
                              back=replace(PRESETS["fast"].back, shrink="spread", shrink_amount=4.0))
 PRESETS["preview"] = Preset("preview", stage1=Stage1(steps=0, init="encoder", w_avg_samples=2000),
                              stage2=Stage2(steps=0), rays=Rays(deterministic=True),
-                             outputs=Outputs(video_frames=16, video_fps=8, mesh=False))
+                             outputs=Outputs(video_frames=12, video_fps=8, mesh=False))
 PRESET_NAMES = ("auto", *PRESETS)
 
 
