@@ -6,11 +6,13 @@ from psohead.networks.config import GeneratorConfig
 from psohead.networks.generator import TriGridGenerator
 
 
-def tiny_generator(seed: int = 0) -> TriGridGenerator:
+def tiny_generator(seed: int = 0, triplane_size: int = 32, depth: int = 8, neural: int = 32) -> TriGridGenerator:
+    """``triplane_size``, ``depth`` (samples per ray, coarse and fine) and ``neural`` (rendering
+    resolution) smaller for tests that render many samples."""
     cfg = GeneratorConfig.fixture_small()
-    rk = dict(cfg.rendering_kwargs, triplane_size=32, depth_resolution=8, depth_resolution_importance=8,
-              superresolution_module="SuperresolutionHybrid2X")
-    cfg = cfg.replace(img_resolution=128, neural_rendering_resolution=32, rendering_kwargs=rk, z_dim=32,
+    rk = dict(cfg.rendering_kwargs, triplane_size=triplane_size, depth_resolution=depth,
+              depth_resolution_importance=depth, superresolution_module="SuperresolutionHybrid2X")
+    cfg = cfg.replace(img_resolution=128, neural_rendering_resolution=neural, rendering_kwargs=rk, z_dim=32,
                       channel_base=256, channel_max=8,
                       sr_kwargs={"channel_base": 256, "channel_max": 8, "fused_modconv_default": "inference_only"})
     torch.manual_seed(seed)

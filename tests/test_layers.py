@@ -14,7 +14,8 @@ LAYERS = [
     {"checkpoint"},
     {"api"},
     {"preprocess", "export", "metrics", "synth"},
-    {"inversion", "training"},
+    {"inversion"},
+    {"training"},  # the encoder's training uses the inversion's losses and latent statistics
     {"app"},
     {"cli"},
 ]

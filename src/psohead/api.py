@@ -7,16 +7,20 @@ from pathlib import Path
 import torch
 
 from .checkpoint.official_pickle import read_official_pickle
-from .checkpoint.safetensors_io import NetworkFile, is_safetensors, read_network, save_network
+from .checkpoint.safetensors_io import NetworkFile, is_safetensors, read_network, save_network, weights_digest
 from .errors import CheckpointError
-from .networks.config import ConfigError, DiscriminatorConfig, GeneratorConfig
+from .networks.config import ConfigError, DiscriminatorConfig, EncoderConfig, GeneratorConfig
 
-__all__ = ["DEFAULT_DISCRIMINATOR", "DEFAULT_GENERATOR", "build_network", "load_discriminator", "load_generator", "load_network",
-           "read_checkpoint", "read_official_networks", "save_network"]
+__all__ = ["DEFAULT_DISCRIMINATOR", "DEFAULT_ENCODER", "DEFAULT_GENERATOR", "build_network", "check_encoder",
+           "generator_digest", "load_discriminator", "load_encoder", "load_generator", "load_network",
+           "read_checkpoint", "read_official_networks", "save_encoder", "save_network"]
 
 DEFAULT_GENERATOR = Path(__file__).resolve().parent / "assets" / "default_generator.safetensors"
 # The discriminator trained with it: quality scores for FK-Enhance, D features for inversion.
 DEFAULT_DISCRIMINATOR = DEFAULT_GENERATOR.with_name("default_discriminator.safetensors")
+# The latent encoder trained for the bundled generator (psohead train-encoder).
+DEFAULT_ENCODER = DEFAULT_GENERATOR.with_name("default_encoder.safetensors")
+GENERATOR_DIGEST_KEY = "psohead.generator_sha256"  # an encoder file's link to its generator
 OFFICIAL_CLASSES = {"TriPlaneGenerator": "generator", "MaskDualDiscriminatorV2": "discriminator"}
 OFFICIAL_KEYS = ("G_ema", "G", "D")
 _MAX_LISTED = 5
@@ -25,7 +29,8 @@ _MAX_LISTED = 5
 def _resolve(path_or_name, kind: str = "generator") -> Path:
     """A file path; the name ``default`` means the bundled network of that kind."""
     if str(path_or_name) == "default":
-        default = DEFAULT_GENERATOR if kind == "generator" else DEFAULT_DISCRIMINATOR
+        default = {"generator": DEFAULT_GENERATOR, "discriminator": DEFAULT_DISCRIMINATOR,
+                   "encoder": DEFAULT_ENCODER}[kind]  # looked up here, so tests can point them elsewhere
         if not default.is_file():
             raise CheckpointError(f"the bundled default {kind} ({default}) is missing from this "
                                   "installation; pass a .safetensors or official .pkl path instead")
@@ -126,13 +131,19 @@ def build_network(net: NetworkFile, where: str | os.PathLike = "", device=None, 
             from .networks.generator import TriGridGenerator
 
             module = TriGridGenerator.from_config(_config(net, GeneratorConfig, where))
-        else:
+        elif net.kind == "discriminator":
             from .networks.discriminator import MaskDualDiscriminatorV2
 
             cfg = _config(net, DiscriminatorConfig, where)
             module = MaskDualDiscriminatorV2(**cfg.to_dict())
             if getattr(module, "config", None) is None:
                 module.config = cfg  # lets save_network write it back without a separate config argument
+        elif net.kind == "encoder":
+            from .networks.encoder import LatentEncoder
+
+            module = LatentEncoder.from_config(_config(net, EncoderConfig, where))
+        else:
+            raise CheckpointError(f"{where}: unknown network kind {net.kind!r}")
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{where}: its {net.kind} config describes no buildable network: {err}") from None
     _load_weights(module, net.state_dict, where)
@@ -170,3 +181,52 @@ def load_discriminator(path: str | os.PathLike, device=None, dtype: torch.dtype 
     if net.kind != "discriminator":
         raise CheckpointError(f"{path}: holds a {net.kind}, not a discriminator")
     return build_network(net, path, device=device, dtype=dtype)
+
+
+def generator_digest(G: torch.nn.Module) -> str:
+    """The digest an encoder file records of its generator: its float32 weights (see
+    :func:`psohead.checkpoint.safetensors_io.weights_digest`)."""
+    return weights_digest(G.state_dict())
+
+
+def save_encoder(E: torch.nn.Module, path: str | os.PathLike, generator_sha256: str, half: bool = True,
+                 source: str | None = None) -> Path:
+    """Write an encoder as a psohead file tied to its generator (``generator_sha256``, from
+    :func:`generator_digest`); float16 storage unless ``half`` is False."""
+    return save_network(E, path, dtype=torch.float16 if half else torch.float32, source=source,
+                        extra_metadata={GENERATOR_DIGEST_KEY: generator_sha256})
+
+
+def read_encoder(path_or_name: str | os.PathLike = "default") -> NetworkFile:
+    """An encoder file's content (``default``: the bundled one), its kind and generator digest checked."""
+    path = _resolve(path_or_name, kind="encoder")
+    if not is_safetensors(path):
+        raise CheckpointError(f"{path}: not an encoder file (encoders are psohead .safetensors files written by "
+                              "`psohead train-encoder`)")
+    net = read_network(path)
+    if net.kind != "encoder":
+        raise CheckpointError(f"{path}: holds a {net.kind}, not an encoder")
+    if not net.metadata.get(GENERATOR_DIGEST_KEY):
+        raise CheckpointError(f"{path}: encoder file without {GENERATOR_DIGEST_KEY} metadata, so the generator it "
+                              "belongs to is unknown; train one with `psohead train-encoder`")
+    return net
+
+
+def check_encoder(encoder_sha256: str, G: torch.nn.Module, where: str | os.PathLike = "encoder") -> None:
+    """Refuse an encoder trained for another generator (its recorded digest against G's)."""
+    actual = generator_digest(G)
+    if actual != encoder_sha256:
+        raise CheckpointError(f"{where}: the encoder belongs to another generator (trained for weights "
+                              f"{encoder_sha256[:16]}..., the loaded generator is {actual[:16]}...); train one for "
+                              "this network with `psohead train-encoder`")
+
+
+def load_encoder(path_or_name: str | os.PathLike = "default", generator: torch.nn.Module | None = None,
+                 device=None) -> torch.nn.Module:
+    """A ready ``LatentEncoder`` (eval mode, no grad) from ``"default"`` or an encoder file; with
+    ``generator`` it must be the one the encoder was trained for (CheckpointError otherwise)."""
+    path = _resolve(path_or_name, kind="encoder")
+    net = read_encoder(path)
+    if generator is not None:
+        check_encoder(net.metadata[GENERATOR_DIGEST_KEY], generator, path)
+    return build_network(net, path, device=device)

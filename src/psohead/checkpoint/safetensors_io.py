@@ -3,13 +3,15 @@
 Metadata keys (all strings, as safetensors requires):
 
 * ``psohead.format``  – format version, currently ``"1"``;
-* ``psohead.kind``    – ``"generator"`` or ``"discriminator"``;
+* ``psohead.kind``    – ``"generator"``, ``"discriminator"`` or ``"encoder"``;
 * ``psohead.class``   – class name of the module the weights belong to;
 * ``psohead.config``  – the config dataclass as JSON (``to_dict()``), enough to rebuild the module;
 * ``psohead.dtype``   – storage dtype of the floating tensors (``float32`` or ``float16``);
 * ``psohead.sha256``  – digest over names, dtypes, shapes and bytes of every tensor, so a damaged
   data section is reported instead of silently loaded (safetensors itself has no checksum);
-* ``psohead.version`` – package version that wrote the file; optional ``psohead.source``.
+* ``psohead.version`` – package version that wrote the file; optional ``psohead.source``;
+* ``psohead.generator_sha256`` – encoders only: :func:`weights_digest` of the generator they
+  belong to.
 
 Tensor names are the module's ``state_dict()`` names (the official ones), so a file is also readable
 by any safetensors tool.
@@ -31,7 +33,7 @@ from ..atomic import atomic_path
 from ..errors import CheckpointError
 
 FORMAT_VERSION = "1"
-KINDS = ("generator", "discriminator")
+KINDS = ("generator", "discriminator", "encoder")
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
@@ -57,6 +59,13 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """Digest of a network's weights as float32, whatever they are stored as: the same network
+    read from an fp32 pickle or from our file gives the same digest (fp16 storage rounds the
+    weights, so a network and its fp16 copy differ)."""
+    return _digest({n: t.float() if t.is_floating_point() else t for n, t in state_dict.items()})
+
+
 def _storage_tensors(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """CPU, contiguous, unshared copies; floating tensors cast to the storage dtype."""
     out = {}
@@ -76,8 +85,10 @@ def _storage_tensors(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) ->
 
 def write_network(path: str | os.PathLike, kind: str, class_name: str, config: dict,
                   state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                  source: str | None = None) -> Path:
-    """Write ``state_dict`` + config to ``path`` atomically (temp file in the same folder, then rename)."""
+                  source: str | None = None, extra_metadata: dict[str, str] | None = None) -> Path:
+    """Write ``state_dict`` + config to ``path`` atomically (temp file in the same folder, then rename).
+
+    ``extra_metadata``: more ``psohead.*`` entries (strings), e.g. an encoder's generator digest."""
     if kind not in KINDS:
         raise CheckpointError(f"network kind must be one of {KINDS}, got {kind!r}")
     names = {v: k for k, v in STORAGE_DTYPES.items()}
@@ -103,6 +114,10 @@ def write_network(path: str | os.PathLike, kind: str, class_name: str, config: d
     }
     if source:
         metadata["psohead.source"] = source
+    for key, value in (extra_metadata or {}).items():
+        if not key.startswith("psohead.") or key in metadata or not isinstance(value, str):
+            raise CheckpointError(f"extra metadata {key!r}: must be a new psohead.* key with a text value")
+        metadata[key] = value
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder; give a file name ending in .safetensors")
@@ -192,18 +207,21 @@ def is_safetensors(path: str | os.PathLike) -> bool:
 
 
 def _kind_of(config) -> str | None:
-    from ..networks.config import DiscriminatorConfig, GeneratorConfig
+    from ..networks.config import DiscriminatorConfig, EncoderConfig, GeneratorConfig
 
     if isinstance(config, GeneratorConfig):
         return "generator"
     if isinstance(config, DiscriminatorConfig):
         return "discriminator"
+    if isinstance(config, EncoderConfig):
+        return "encoder"
     return None
 
 
 def save_network(module: torch.nn.Module, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
-                 kind: str | None = None, config: dict | None = None, source: str | None = None) -> Path:
-    """Save a generator / discriminator (its ``.config`` and ``state_dict()``) as a psohead file.
+                 kind: str | None = None, config: dict | None = None, source: str | None = None,
+                 extra_metadata: dict[str, str] | None = None) -> Path:
+    """Save a generator / discriminator / encoder (its ``.config`` and ``state_dict()``) as a psohead file.
 
     ``kind`` and ``config`` default to what the module's config dataclass says; pass them for other
     modules. ``dtype=torch.float16`` halves the file (used for the bundled model); reading it back
@@ -213,8 +231,8 @@ def save_network(module: torch.nn.Module, path: str | os.PathLike, dtype: torch.
     if kind is None:
         kind = _kind_of(cfg)
         if kind is None:
-            raise CheckpointError(f"cannot tell whether {type(module).__name__} is a generator or a "
-                                  "discriminator; pass kind=")
+            raise CheckpointError(f"cannot tell whether {type(module).__name__} is a generator, a "
+                                  "discriminator or an encoder; pass kind=")
     if config is None:
         if cfg is None or not hasattr(cfg, "to_dict"):
             raise CheckpointError(f"{type(module).__name__} has no .config; pass config=")
@@ -224,4 +242,4 @@ def save_network(module: torch.nn.Module, path: str | os.PathLike, dtype: torch.
         if "neural_rendering_resolution" in config and isinstance(nrr, int):
             config["neural_rendering_resolution"] = nrr
     return write_network(path, kind, type(module).__name__, config, module.state_dict(), dtype=dtype,
-                         source=source)
+                         source=source, extra_metadata=extra_metadata)

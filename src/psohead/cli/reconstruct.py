@@ -10,18 +10,24 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
     """Options of ``reconstruct`` that ``reconstruct-batch`` shares (network, preset, losses, meshes)."""
     from ..inversion.losses import PERCEPTUAL_BACKENDS
     from ..inversion.precision import PRECISIONS
-    from ..inversion.presets import PRESET_NAMES
+    from ..inversion.presets import INITS, PRESET_NAMES
 
     p.add_argument("--network", default="default", help="'default' (bundled model) or a network file")
     p.add_argument("--preset", default="auto", choices=PRESET_NAMES,
-                   help="settings of the whole run; auto = fast; quality = a better back for a longer stage 1; "
-                        "official = the official 500 + 500 steps (docs/reconstruct.md)")
+                   help="settings of the whole run; auto = fast (from the encoder's latent when the network has one); "
+                        "quality = a better back for a longer stage 1; official = the official 500 + 500 steps; "
+                        "preview = the encoder's latent alone, seconds (docs/reconstruct.md)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="settings",
                    help="change one preset field, e.g. --set stage1.steps=60 --set outputs.video_frames=120 "
                         "(repeatable; docs/reconstruct.md lists them)")
     p.add_argument("--stage1-steps", type=int, default=None, help="= --set stage1.steps=N")
     p.add_argument("--stage2-steps", type=int, default=None, help="= --set stage2.steps=N")
     p.add_argument("--precision", default=None, choices=PRECISIONS, help="= --set runtime.precision=P (CUDA only)")
+    p.add_argument("--init", default=None, choices=INITS,
+                   help="= --set stage1.init=I: stage 1 starts from the mean latent or the encoder's guess")
+    p.add_argument("--encoder", default=None,
+                   help="latent encoder of the network (psohead train-encoder; default: the bundled one for the "
+                        "bundled model) for --init encoder and --preset preview (docs/encoder.md)")
     p.add_argument("--fk-bank", default=None, help="FK-Enhance dataset folder/zip for --back fk")
     p.add_argument("--perceptual", default="auto", choices=PERCEPTUAL_BACKENDS,
                    help="perceptual loss; auto = lpips with --vgg16, else msssim")
@@ -34,7 +40,8 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
 
 
 # options that stand for one preset field (argparse dest -> field)
-SHORTCUTS = {"stage1_steps": "stage1.steps", "stage2_steps": "stage2.steps", "precision": "runtime.precision"}
+SHORTCUTS = {"stage1_steps": "stage1.steps", "stage2_steps": "stage2.steps", "precision": "runtime.precision",
+             "init": "stage1.init"}
 
 
 def preset_overrides(args: argparse.Namespace) -> dict:
@@ -51,7 +58,7 @@ def preset_overrides(args: argparse.Namespace) -> dict:
 def pipeline_kwargs(args: argparse.Namespace) -> dict:
     """``Reconstructor`` keyword arguments from the shared options."""
     return dict(preset=args.preset, overrides=preset_overrides(args), perceptual=args.perceptual, vgg16=args.vgg16,
-                lpips_linear=args.lpips_linear, fk_bank=args.fk_bank)
+                lpips_linear=args.lpips_linear, fk_bank=args.fk_bank, encoder=args.encoder)
 
 
 def register(subparsers) -> None:

@@ -41,7 +41,7 @@ BATCH_VERB = "reconstruct-batch"  # the marker of OUT (each OUT/<stem> is a "rec
 SUMMARY_NAME = "batch_summary.json"
 LOG_NAME = "batch.jsonl"
 CLAIMS_DIR = ".claims"
-PIPELINE_OPTIONS = ("perceptual", "vgg16", "lpips_linear", "fk_bank")  # what the Reconstructor loads once
+PIPELINE_OPTIONS = ("perceptual", "vgg16", "lpips_linear", "fk_bank", "encoder")  # what the Reconstructor loads once
 PER_PHOTO_OPTIONS = ("label", "mask", "extra_views")  # they describe one photo: a batch cannot share them
 WORKER_EXIT_S = 60  # a worker with no photo left returns at once; this only bounds a hung exit
 
@@ -318,7 +318,7 @@ def reconstruct_batch(inputs, out: str | os.PathLike, *, network="default", devi
     One worker process per entry of ``devices`` (``"cpu,cpu"``, ``["cuda:0", "cuda:1"]``, ``auto``),
     ``procs_per_device`` each, and one :class:`~.pipeline.Reconstructor` per worker. ``preset``
     (``auto`` = fast) takes ``overrides`` (e.g. ``{"outputs.video_frames": 24}``) and keyword
-    overrides (``stage1_steps=60``); the options perceptual, vgg16, lpips_linear and fk_bank go to
+    overrides (``stage1_steps=60``); the options perceptual, vgg16, lpips_linear, fk_bank and encoder go to
     the Reconstructor. Aligned crops take their labels from a dataset.json beside them. Photos
     already complete in ``out`` are skipped, so a rerun resumes a killed batch. ``overwrite``:
     ``out`` and its photo folders may hold other files (they are kept).

@@ -97,10 +97,13 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True, ov
         options = cfg.mesh_options()
         # density.mrc needs the raw field everywhere; the mesh alone samples finely near the surface only
         grid = sample_density(G, ws, cfg.mesh_resolution, progress=progress) if cfg.density else None
+        mesh_info = {"written": False}  # outputs.mesh off
         try:
-            mesh_info = write_head_meshes(G, ws, tmp, options, delta=delta, render_overrides=rec.render_overrides,
-                                          photo=(rec.crop, rec.label) if options.texture_from_photo else None,
-                                          grid=grid, progress=progress)
+            if cfg.mesh:
+                mesh_info = write_head_meshes(G, ws, tmp, options, delta=delta,
+                                              render_overrides=rec.render_overrides,
+                                              photo=(rec.crop, rec.label) if options.texture_from_photo else None,
+                                              grid=grid, progress=progress)
         except MeshError as err:  # an empty density field must not cost the other outputs
             warnings.warn(f"no mesh written: {err}")
             mesh_info = {"error": str(err), "resolution": cfg.mesh_resolution}

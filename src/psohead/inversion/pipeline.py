@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from PIL import Image
 from ..atomic import check_output_dir
 from ..camera import LABEL_DIM, apply_offset, back_label
 from ..devices import configure, resolve_device
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..io.images import mask_tensor, to_tensor
 from ..progress import ProgressLike, announce
 from .back import known_back_views, plan_back, prior_targets, render_prior
@@ -100,14 +101,18 @@ class Reconstructor:
     :class:`Preset`; ``overrides``/keywords change its fields (``{"stage1.steps": 60}`` or
     ``stage1_steps=60``, see :mod:`.presets`). ``perceptual``: auto | lpips | dfeat | msssim |
     none (lpips needs ``vgg16``, the torchvision VGG16 weights; dfeat the network file's
-    discriminator). ``fk_bank``: an FK-Enhance dataset for ``back="fk"``.
+    discriminator). ``fk_bank``: an FK-Enhance dataset for ``back="fk"``. ``encoder``: the latent
+    encoder that ``stage1.init = "encoder"`` starts from: None (the bundled one when ``network``
+    is the bundled model, else none), ``"default"`` or a file (``psohead train-encoder``); it must
+    belong to the network. Preset ``auto`` starts from the encoder whenever there is one.
     """
 
     def __init__(self, network="default", *, device="auto", preset: str | Preset = "auto", perceptual: str = "auto",
-                 vgg16=None, lpips_linear=None, fk_bank=None, overrides: dict | None = None, **keywords):
+                 vgg16=None, lpips_linear=None, fk_bank=None, encoder=None, overrides: dict | None = None,
+                 **keywords):
         self.device = resolve_device(device)
         configure(self.device)
-        self.preset = resolve_preset(preset, overrides, **keywords)
+        self.preset = resolve_preset(preset, overrides, **keywords)  # checked before anything loads
         check_precision(self.preset.runtime.precision, self.device)
         self.network = _network_name(network)
         if fk_bank is not None and not Path(fk_bank).exists():
@@ -115,6 +120,10 @@ class Reconstructor:
         self.fk_bank_path = None if fk_bank is None else Path(fk_bank)
         self._bank = None
         self.G = self._load_generator(network)
+        self.encoder, self.encoder_file = self._load_encoder(network, encoder)
+        if preset == "auto" and self.encoder is not None:
+            self.preset = resolve_preset(preset, overrides, has_encoder=True, **keywords)
+        self._check_init(self.preset)
         D = self._load_discriminator(network) if perceptual == "dfeat" else None
         self.perceptual = build_perceptual(perceptual, vgg16=vgg16, lpips_linear=lpips_linear,
                                            discriminator=D).to(self.device)
@@ -130,6 +139,27 @@ class Reconstructor:
 
         return load_generator(os.fspath(network) if isinstance(network, os.PathLike) else network,
                               device=self.device)
+
+    def _load_encoder(self, network, encoder) -> tuple[torch.nn.Module | None, str | None]:
+        """(encoder, its file) for ``encoder`` (see the class docstring), checked against the generator."""
+        from ..api import DEFAULT_ENCODER, load_encoder
+
+        if encoder is not None:
+            path = os.fspath(encoder)
+            return load_encoder(path, generator=self.G, device=self.device), path
+        if _network_name(network) != "default" or not DEFAULT_ENCODER.is_file():
+            return None, None
+        try:
+            return load_encoder(DEFAULT_ENCODER, generator=self.G, device=self.device), "default"
+        except CheckpointError as err:  # a damaged install: reconstruct as without one
+            warnings.warn(f"the bundled encoder is not used: {err}")
+            return None, None
+
+    def _check_init(self, preset: Preset) -> None:
+        if preset.stage1.init == "encoder" and self.encoder is None:
+            raise InputError(f"preset {preset.name}: stage 1 starts from the encoder's latent, but there is no encoder "
+                             f"for this network; pass --encoder PATH (made by `psohead train-encoder`) or "
+                             f"--init mean")
 
     def _load_discriminator(self, network):
         if isinstance(network, torch.nn.Module):
@@ -169,6 +199,7 @@ class Reconstructor:
         t0 = time.perf_counter()
         cfg = self.preset.override(overrides, **keywords)
         check_precision(cfg.runtime.precision, self.device)
+        self._check_init(cfg)
         plan = plan_back(back, has_bank=self.fk_bank_path is not None)
         if out is not None:
             check_output_dir(out, OUTPUT_VERB, overwrite=overwrite, replace=True)
@@ -213,12 +244,18 @@ class Reconstructor:
             views += shape
         timings["setup"] = time.perf_counter() - t
 
+        init_ws = None
+        if cfg.stage1.init == "encoder":
+            t = time.perf_counter()
+            with torch.no_grad():
+                init_ws = self.encoder(front.image, prepared.label.to(dev))
+            timings["encoder"] = time.perf_counter() - t
         members = cfg.stage1.members if plan.kind in ("prior", "fk") else 1
         s1 = project(G, views, self.perceptual, stats,
                      ProjectorConfig(num_steps=cfg.stage1.steps, initial_learning_rate=cfg.stage1.learning_rate,
                                      deterministic=cfg.rays.deterministic, cuda_graphs=cfg.runtime.cuda_graphs,
                                      render_overrides=ro or None),
-                     seed=seed, progress=progress, precision=precision, members=members)
+                     seed=seed, progress=progress, precision=precision, members=members, init_ws=init_ws)
         timings["stage1"] = s1.seconds
 
         t = time.perf_counter()
@@ -246,6 +283,7 @@ class Reconstructor:
             views=views, pivot_back=pivot_back, members=s1.members, render_overrides=ro,
             history={"stage1": s1.history, "stage2": s2.history}, timings=timings,
             settings={"device": str(dev), "seed": seed, "preset": cfg.to_dict(), "perceptual": self.perceptual.name,
+                      "encoder": self.encoder_file if cfg.stage1.init == "encoder" else None,
                       "cuda_graphs_used": {"stage1": s1.cuda_graphs, "stage2": s2.cuda_graphs},
                       "ray_start": float(G_t.rendering_kwargs.get("ray_start", float("nan"))),
                       "w_std": stats.w_std, "shape": shape_record})
@@ -265,14 +303,16 @@ class Reconstructor:
 
 def reconstruct(image, out: str | os.PathLike | None = None, *, network="default", device="auto",
                 preset: str | Preset = "auto", perceptual: str = "auto", vgg16=None, lpips_linear=None,
-                fk_bank=None, label=None, mask=None, landmarks=None, back: str | os.PathLike = "auto",
-                extra_views=(), seed: int = 666, progress: ProgressLike = True, overwrite: bool = False,
+                fk_bank=None, encoder=None, label=None, mask=None, landmarks=None,
+                back: str | os.PathLike = "auto", extra_views=(), seed: int = 666, progress: ProgressLike = True,
+                overwrite: bool = False,
                 overrides: dict | None = None, **keywords) -> Reconstruction:
     """One photo in one call: ``Reconstructor(network, ...)(image, out, ...)`` (the arguments of
     both; keywords override preset fields, e.g. ``stage2_steps=40``)."""
     if out is not None:
         check_output_dir(out, OUTPUT_VERB, overwrite=overwrite, replace=True)  # before the network loads
     pipeline = Reconstructor(network, device=device, preset=preset, perceptual=perceptual, vgg16=vgg16,
-                             lpips_linear=lpips_linear, fk_bank=fk_bank, overrides=overrides, **keywords)
+                             lpips_linear=lpips_linear, fk_bank=fk_bank, encoder=encoder, overrides=overrides,
+                             **keywords)
     return pipeline(image, out, label=label, mask=mask, landmarks=landmarks, back=back, extra_views=extra_views,
                     seed=seed, progress=progress, overwrite=overwrite)

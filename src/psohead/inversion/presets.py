@@ -13,7 +13,10 @@ checked when a section is made, however it is made. Presets:
   smaller video and mesh;
 * ``quality`` — ``fast`` with four stage-1 latents whose back renders are averaged, and the blend
   towards the mean head made per pixel where they disagree: a better back for a longer stage 1;
-* ``auto`` — ``fast``.
+* ``preview`` — the encoder's latent alone (no optimisation, no mesh, a short video): seconds on
+  a CPU, for a first look; needs an encoder for the network (the bundled model has one);
+* ``auto`` — ``fast``, starting stage 1 from the encoder's latent when there is an encoder for the
+  loaded network.
 
 How each compares is measured in BENCHMARKS.md. One door changes a preset:
 :func:`resolve_preset` with ``{"section.field": value}`` (the CLI's ``--set section.field=value``;
@@ -34,6 +37,7 @@ from .precision import PRECISIONS
 from .targets import BACK_WEIGHT
 
 SHRINK_MODES = ("none", "flat", "spread")
+INITS = ("mean", "encoder")
 
 
 def _check(condition: bool, key: str, message: str, value) -> None:
@@ -43,9 +47,11 @@ def _check(condition: bool, key: str, message: str, value) -> None:
 
 @dataclass(frozen=True)
 class Stage1:
-    """Stage 1: a W+ latent projected into the frozen generator, from the mean latent."""
+    """Stage 1: a W+ latent projected into the frozen generator, from the mean latent or the
+    encoder's guess (the pull towards the mean latent and the exploration noise apply either way)."""
 
-    steps: int = 500  # Adam steps (0: the mean latent is the pivot)
+    steps: int = 500  # Adam steps (0: the starting latent is the pivot)
+    init: str = "mean"  # where the latent starts: mean (the mean latent) | encoder (the encoder's guess)
     learning_rate: float = 0.1  # peak learning rate of the official ramp (up over 5 %, cosine down over 25 %)
     w_avg_samples: int = 10000  # z samples behind the mean latent and the exploration-noise scale
     official_w_std: bool = False  # reproduce the official noise scale (sqrt(2) too large) instead of the true spread
@@ -54,6 +60,7 @@ class Stage1:
 
     def __post_init__(self):
         _check(self.steps >= 0, "stage1.steps", "must be >= 0", self.steps)
+        _check(self.init in INITS, "stage1.init", f"must be one of {', '.join(INITS)}", self.init)
         _check(self.learning_rate > 0, "stage1.learning_rate", "must be > 0", self.learning_rate)
         _check(self.w_avg_samples >= 1, "stage1.w_avg_samples", "must be >= 1", self.w_avg_samples)
         _check(self.members >= 1, "stage1.members", "must be >= 1", self.members)
@@ -140,6 +147,7 @@ class Outputs:
     texture: bool = True  # UV atlas + texture baked from the final renders (false: vertex colours only)
     texture_size: int | None = None  # texture side, a power of two in 256..8192; none: 8 x the image size, <= 2048
     texture_from_photo: bool = False  # where the input photo sees the face squarely, its colours (needs texture)
+    mesh: bool = True  # write the head meshes (head.glb, head.obj, head.ply)
     density: bool = False  # also write the raw density grid as density.mrc
     render_batch: int | None = None  # views per render call; none: by device (more on CUDA)
 
@@ -312,16 +320,24 @@ PRESETS = {
 }
 PRESETS["quality"] = replace(PRESETS["fast"], name="quality", stage1=replace(PRESETS["fast"].stage1, members=4),
                              back=replace(PRESETS["fast"].back, shrink="spread", shrink_amount=4.0))
+PRESETS["preview"] = Preset("preview", stage1=Stage1(steps=0, init="encoder", w_avg_samples=2000),
+                             stage2=Stage2(steps=0), rays=Rays(deterministic=True),
+                             outputs=Outputs(video_frames=12, video_fps=8, mesh=False))
 PRESET_NAMES = ("auto", *PRESETS)
 
 
-def resolve_preset(preset: str | Preset = "auto", overrides: Mapping[str, Any] | None = None, **keywords) -> Preset:
-    """A preset by name (``auto`` = ``fast``) or a :class:`Preset`, with overrides (see
-    :meth:`Preset.override`)."""
+def resolve_preset(preset: str | Preset = "auto", overrides: Mapping[str, Any] | None = None,
+                   has_encoder: bool = False, **keywords) -> Preset:
+    """A preset by name or a :class:`Preset`, with overrides (see :meth:`Preset.override`).
+    ``auto`` is ``fast``, with stage 1 from the encoder's latent when ``has_encoder`` (there is an
+    encoder for the network)."""
     if not isinstance(preset, Preset):
         if preset not in PRESET_NAMES:
             raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
-        preset = PRESETS["fast" if preset == "auto" else preset]
+        if preset == "auto":
+            preset = PRESETS["fast"].override({"stage1.init": "encoder"}) if has_encoder else PRESETS["fast"]
+        else:
+            preset = PRESETS[preset]
     return preset.override(overrides, **keywords)
 
 

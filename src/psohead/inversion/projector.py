@@ -1,6 +1,7 @@
 """Stage 1: W+ projection of the target views into a frozen generator (spec 6.2).
 
-Official schedule: w_opt starts at the mean latent (all num_ws rows), Adam(0.9, 0.999) with
+Official schedule: w_opt starts at the mean latent (all num_ws rows; or at a given code, such as
+an encoder's guess, with the same schedule, noise and pull to the mean), Adam(0.9, 0.999) with
 lr = 0.1 * cosine ramp-down over the last 25 % * linear ramp-up over the first 5 %, exploration
 noise w_std * 0.05 * max(0, 1 - t/0.75)^2 on the rendered code, and 1.0 * mean((w_opt - w_avg)^2).
 
@@ -98,11 +99,13 @@ def learning_rate(step: int, cfg: ProjectorConfig) -> float:
 
 def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: LatentStats,
             cfg: ProjectorConfig = ProjectorConfig(), seed: int = 666, progress: ProgressLike = True,
-            precision: str = "fp32", members: int = 1, members_per_call: int | None = None) -> StageResult:
+            precision: str = "fp32", members: int = 1, members_per_call: int | None = None,
+            init_ws: torch.Tensor | None = None) -> StageResult:
     """Optimise a W+ code (``members`` of them, see the module note) so that G renders every view
     like its target; G stays frozen. ``members_per_call``: members rendered together (None: all
     on CUDA, where a batch costs little more than one; one at a time on CPU, where the renderer is
-    memory-bound and a batch of four took 7x as long as one). The result does not depend on it."""
+    memory-bound and a batch of four took 7x as long as one). The result does not depend on it.
+    ``init_ws`` ([1,num_ws,w_dim]): where every member starts instead of the mean latent."""
     start = time.perf_counter()
     G.eval().requires_grad_(False)
     device = stats.w_avg.device
@@ -110,7 +113,8 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
     views = [v.to(device) for v in views]
     num_ws = int(G.backbone.num_ws)
     w_avg = stats.w_avg.detach()
-    w_opt = w_avg.repeat(members, num_ws, 1).clone().requires_grad_(True)
+    w_init = w_avg.repeat(1, num_ws, 1) if init_ws is None else init_ws.detach().to(device, torch.float32)
+    w_opt = w_init.repeat(members, 1, 1).clone().requires_grad_(True)
     opt = torch.optim.Adam([w_opt], lr=cfg.initial_learning_rate, betas=(0.9, 0.999))
     gen = torch.Generator(device=device).manual_seed(seed)
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}

@@ -219,6 +219,34 @@ class DiscriminatorConfig(_ConfigBase):
         return cls(channel_base=512, channel_max=16, num_fp16_res=0)
 
 
+@dataclass
+class EncoderConfig(_ConfigBase):
+    """`LatentEncoder` kwargs: an aligned crop + camera label -> W+ code of one generator."""
+
+    num_ws: int  # W+ rows of the generator the encoder belongs to
+    w_dim: int  # width of one W row
+    c_dim: int = 25  # camera label entries fed next to the image features
+    img_resolution: int = 128  # the crop is resized to this before the convolutions
+    img_channels: int = 3
+    channel_base: int = 2048  # channels at a resolution: min(channel_base // res, channel_max)
+    channel_max: int = 256
+    feature_dim: int = 512  # width of the fully connected layers between the convolutions and the code
+    bottom_resolution: int = 4  # the convolutions stop at this size; every position feeds the head
+
+    def __post_init__(self):
+        for name in ("num_ws", "w_dim", "img_resolution", "img_channels", "channel_base", "channel_max",
+                     "feature_dim", "bottom_resolution"):
+            _check_int(name, getattr(self, name))
+        _check_int("c_dim", self.c_dim, minimum=0)
+        for name in ("img_resolution", "bottom_resolution"):
+            value = getattr(self, name)
+            if value & (value - 1):
+                raise ConfigError(f"config field {name} must be a power of two, got {value}")
+        if self.bottom_resolution >= self.img_resolution:
+            raise ConfigError(f"config field bottom_resolution ({self.bottom_resolution}) must be below "
+                              f"img_resolution ({self.img_resolution})")
+
+
 PRESETS = {
     "official": (GeneratorConfig.official, DiscriminatorConfig.official),
     "fixture_small": (GeneratorConfig.fixture_small, DiscriminatorConfig.fixture_small),

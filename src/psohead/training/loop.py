@@ -109,7 +109,7 @@ class Progress:
         return dict(self.__dict__)
 
 
-class _StopFlag:
+class StopFlag:
     """Turns SIGINT/SIGTERM into a flag the loop polls between minibatches."""
 
     def __init__(self):
@@ -132,7 +132,7 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _set_speed_flags(device: torch.device, tf32: bool) -> None:
+def set_speed_flags(device: torch.device, tf32: bool) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -211,7 +211,7 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
         raise InputError("train: --out is required")
     out = Path(opts.out)
     check_run_folder(out, verb, resume)  # every rank: an error on rank 0 alone would leave the others waiting
-    _set_speed_flags(device, opts.tf32)
+    set_speed_flags(device, opts.tf32)
 
     # Data
     dataset = HeadDataset(opts.data, opts.seg_data, xflip=opts.xflip, min_yaw=opts.min_yaw,
@@ -309,7 +309,7 @@ def _train(opts, G_cfg, D_cfg, resume, init, extra_data, extra_ratio, info: ddp.
         return path
 
     reason = "done"
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while progress.cur_nimg < run_limit:
             # Fetch a minibatch (images resized to G's output where a dataset differs).
             img, mask, real_c = to_training_batch(next(real_iter), device, G.img_resolution)
