@@ -186,6 +186,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backs", nargs="+", default=["none", "prior"])
     ap.add_argument("--presets", nargs="+", default=["fast", "official"])
     ap.add_argument("--fk-bank", default=None)
+    ap.add_argument("--encoder", default=None, help="latent encoder of the network (for stage1.init=encoder)")
     ap.add_argument("--heads", type=int, default=10)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--name", default="fidelity")
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
         base = resolve_preset(name)
         tag = name if steps == (base.stage1.steps, base.stage2.steps) else f"{name}[{steps[0]}+{steps[1]}]"
         tag += "".join(f",{k}={v}" for k, v in overrides.items())
-        pipeline = Reconstructor(G, device=args.device, preset=preset, fk_bank=args.fk_bank)
+        pipeline = Reconstructor(G, device=args.device, preset=preset, fk_bank=args.fk_bank, encoder=args.encoder)
         for back in args.backs:
             rows = []
             for folder in heads:
