@@ -14,7 +14,7 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--network", default="default", help="'default' (bundled model) or a network file")
     p.add_argument("--preset", default="auto", choices=PRESET_NAMES,
-                   help="settings of the whole run; auto = fast (from the encoder's latent when the network has one); "
+                   help="settings of the whole run; auto = fast; "
                         "quality = a better back for a longer stage 1; official = the official 500 + 500 steps; "
                         "preview = the encoder's latent alone, seconds (docs/reconstruct.md)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="settings",

@@ -104,7 +104,7 @@ class Reconstructor:
     discriminator). ``fk_bank``: an FK-Enhance dataset for ``back="fk"``. ``encoder``: the latent
     encoder that ``stage1.init = "encoder"`` starts from: None (the bundled one when ``network``
     is the bundled model, else none), ``"default"`` or a file (``psohead train-encoder``); it must
-    belong to the network. Preset ``auto`` starts from the encoder whenever there is one.
+    belong to the network.
     """
 
     def __init__(self, network="default", *, device="auto", preset: str | Preset = "auto", perceptual: str = "auto",
@@ -121,8 +121,6 @@ class Reconstructor:
         self._bank = None
         self.G = self._load_generator(network)
         self.encoder, self.encoder_file = self._load_encoder(network, encoder)
-        if preset == "auto" and self.encoder is not None:
-            self.preset = resolve_preset(preset, overrides, has_encoder=True, **keywords)
         self._check_init(self.preset)
         D = self._load_discriminator(network) if perceptual == "dfeat" else None
         self.perceptual = build_perceptual(perceptual, vgg16=vgg16, lpips_linear=lpips_linear,

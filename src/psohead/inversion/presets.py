@@ -15,8 +15,8 @@ checked when a section is made, however it is made. Presets:
   towards the mean head made per pixel where they disagree: a better back for a longer stage 1;
 * ``preview`` — the encoder's latent alone (no optimisation, no mesh, a short video): seconds on
   a CPU, for a first look; needs an encoder for the network (the bundled model has one);
-* ``auto`` — ``fast``; when there is an encoder for the loaded network (the bundled model has
-  one), stage 1 starts from the encoder's latent and both stages take half of ``fast``'s steps.
+* ``auto`` — ``fast`` (from the mean latent: on real photos the encoder's guess with half the
+  steps fitted the face less well, BENCHMARKS.md "Encoder").
 
 How each compares is measured in BENCHMARKS.md. One door changes a preset:
 :func:`resolve_preset` with ``{"section.field": value}`` (the CLI's ``--set section.field=value``;
@@ -324,24 +324,15 @@ PRESETS["preview"] = Preset("preview", stage1=Stage1(steps=0, init="encoder", w_
                              stage2=Stage2(steps=0), rays=Rays(deterministic=True),
                              outputs=Outputs(video_frames=12, video_fps=8, mesh=False))
 PRESET_NAMES = ("auto", *PRESETS)
-# ``auto`` with an encoder: ``fast`` from the encoder's latent with half of its steps, which matched
-# the full ``fast`` schedule from the mean latent on the fidelity benchmark (BENCHMARKS.md, "Encoder")
-ENCODER_SCHEDULE = {"stage1.init": "encoder", "stage1.steps": 60, "stage2.steps": 40}
 
 
-def resolve_preset(preset: str | Preset = "auto", overrides: Mapping[str, Any] | None = None,
-                   has_encoder: bool = False, **keywords) -> Preset:
-    """A preset by name or a :class:`Preset`, with overrides (see :meth:`Preset.override`).
-    ``auto`` is ``fast``; when ``has_encoder`` (there is an encoder for the network), from the
-    encoder's latent with half the steps (:data:`ENCODER_SCHEDULE`)."""
+def resolve_preset(preset: str | Preset = "auto", overrides: Mapping[str, Any] | None = None, **keywords) -> Preset:
+    """A preset by name (``auto`` = ``fast``) or a :class:`Preset`, with overrides (see
+    :meth:`Preset.override`)."""
     if not isinstance(preset, Preset):
         if preset not in PRESET_NAMES:
             raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
-        if preset == "auto":
-            preset = (replace(PRESETS["fast"], name="auto").override(ENCODER_SCHEDULE) if has_encoder
-                      else PRESETS["fast"])
-        else:
-            preset = PRESETS[preset]
+        preset = PRESETS["fast" if preset == "auto" else preset]
     return preset.override(overrides, **keywords)
 
 
