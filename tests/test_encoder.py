@@ -237,9 +237,11 @@ def test_the_networks_encoder_is_found_and_auto_stays_fast(tiny_net, trained, mo
     R = Reconstructor("default", device="cpu", preset="preview")
     assert (R.preset.stage1.init, R.encoder_file) == ("encoder", "default")
     monkeypatch.setattr(psohead.api, "DEFAULT_ENCODER", enc)
-    with pytest.warns(UserWarning, match="bundled encoder is not used"):
-        R = Reconstructor("default", device="cpu")
+    R = Reconstructor("default", device="cpu")  # fast needs no encoder: none is read
     assert R.encoder is None
+    with pytest.warns(UserWarning, match="bundled encoder is not used"), \
+            pytest.raises(InputError, match="no encoder for this network"):
+        Reconstructor("default", device="cpu", preset="preview")
 
 
 def test_real_crops_join_the_image_loss(tiny_net, crop, tmp_path):

@@ -120,7 +120,12 @@ class Reconstructor:
         self.fk_bank_path = None if fk_bank is None else Path(fk_bank)
         self._bank = None
         self.G = self._load_generator(network)
-        self.encoder, self.encoder_file = self._load_encoder(network, encoder)
+        self.encoder, self.encoder_file = None, None
+        if encoder is not None:  # a given file is checked against the network at once
+            path = os.fspath(encoder)
+            self.encoder, self.encoder_file = self._load_encoder(path), path
+        # the bundled model's own encoder is read only when a run starts from it
+        self._bundled_encoder_unread = encoder is None and self.network == "default"
         self._check_init(self.preset)
         D = self._load_discriminator(network) if perceptual == "dfeat" else None
         self.perceptual = build_perceptual(perceptual, vgg16=vgg16, lpips_linear=lpips_linear,
@@ -138,23 +143,26 @@ class Reconstructor:
         return load_generator(os.fspath(network) if isinstance(network, os.PathLike) else network,
                               device=self.device)
 
-    def _load_encoder(self, network, encoder) -> tuple[torch.nn.Module | None, str | None]:
-        """(encoder, its file) for ``encoder`` (see the class docstring), checked against the generator."""
-        from ..api import DEFAULT_ENCODER, load_encoder
+    def _load_encoder(self, path_or_name) -> torch.nn.Module:
+        from ..api import load_encoder
 
-        if encoder is not None:
-            path = os.fspath(encoder)
-            return load_encoder(path, generator=self.G, device=self.device), path
-        if _network_name(network) != "default" or not DEFAULT_ENCODER.is_file():
-            return None, None
-        try:
-            return load_encoder(DEFAULT_ENCODER, generator=self.G, device=self.device), "default"
-        except CheckpointError as err:  # a damaged install: reconstruct as without one
-            warnings.warn(f"the bundled encoder is not used: {err}")
-            return None, None
+        return load_encoder(path_or_name, generator=self.G, device=self.device)
 
     def _check_init(self, preset: Preset) -> None:
-        if preset.stage1.init == "encoder" and self.encoder is None:
+        """Refuse a preset that starts from the encoder when the network has none (reading the
+        bundled one the first time a run needs it)."""
+        if preset.stage1.init != "encoder":
+            return
+        if self.encoder is None and self._bundled_encoder_unread:
+            from ..api import DEFAULT_ENCODER
+
+            self._bundled_encoder_unread = False
+            if DEFAULT_ENCODER.is_file():
+                try:
+                    self.encoder, self.encoder_file = self._load_encoder(DEFAULT_ENCODER), "default"
+                except CheckpointError as err:  # a damaged install: as without one
+                    warnings.warn(f"the bundled encoder is not used: {err}")
+        if self.encoder is None:
             raise InputError(f"preset {preset.name}: stage 1 starts from the encoder's latent, but there is no encoder "
                              f"for this network; pass --encoder PATH (made by `psohead train-encoder`) or "
                              f"--init mean")
