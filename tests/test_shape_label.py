@@ -10,10 +10,11 @@ from psohead.camera import HEAD_LOOKAT, label_from_yaw_pitch, yaw_rotated
 from psohead.errors import InputError
 from psohead.inversion.losses import opacity_loss
 from psohead.inversion.presets import resolve_preset
-from psohead.inversion.shape import FittedHead, above_chin, fit_head, opacity_bounds, project, shape_views
+from psohead.inversion.shape import (FittedHead, _grow, above_chin, fit_head, hair_margins, hair_room_cm, opacity_bounds,
+                                     project, shape_views)
 from psohead.inversion.targets import TargetView, views_loss
 from psohead.synth import head as H
-from psohead.synth.params import sample_head
+from psohead.synth.params import CM_WORLD, sample_head
 
 CROP = 512
 
@@ -68,6 +69,62 @@ def test_bounds_cover_the_silhouette_and_leave_below_the_chin_free():
     assert least.sum() < sil.sum() < most.sum()
     assert (most[-1] == 1).all() and (least[-1] == 0).all()  # the bottom row (shoulders): no bound
     assert (most[0] == 0).all()  # above the head: nothing allowed
+
+
+def test_grow_by_vertical_and_horizontal_pixels():
+    dot = torch.zeros(1, 1, 9, 9)
+    dot[..., 4, 4] = 1
+    grown = _grow(dot, (1, 3))[0, 0]
+    want = torch.zeros(9, 9)
+    want[3:6, 1:8] = 1
+    assert torch.equal(grown, want)
+    assert torch.equal(_grow(dot, 0), dot)
+
+
+def _fitted_to(record: dict, label: torch.Tensor) -> FittedHead:
+    return fit_head(_landmarks_px(record, label), CROP, label)
+
+
+def test_hair_room_from_the_mask_of_a_bald_and_a_haired_head():
+    """The photo's mask of a bald head leaves about no room beyond the fitted head; of the same
+    head with thick hair, about the hair's thickness (SynthHeads-360's cap_thick) above and beside."""
+    label = label_from_yaw_pitch(0.1, 0.05, lookat=HEAD_LOOKAT)
+    haired = sample_head(4)  # curly: a thick cap of hair
+    assert haired["cap_on"] == 1 and haired["cap_thick"] / CM_WORLD > 2.5
+    bald = _truth(4)
+    fitted = _fitted_to(haired, label)  # the face is the same: the same fit
+    cm = CM_WORLD * fitted.record["scale"]
+    res = 128
+    for record, lo, hi in ((bald, 0.0, 1.0), (haired, haired["cap_thick"] / CM_WORLD - 0.5, 8.0)):
+        mask = FittedHead(record, torch.zeros(3), None).silhouettes(label, res)
+        above, beside = (v / cm for v in hair_margins(fitted, label, mask, res))
+        assert lo <= above <= hi and lo <= beside <= hi, (record["cap_on"], above, beside)
+    # clamped to [minimum, MAX_HAIR_CM]; a mask of nothing measures nothing
+    assert hair_room_cm(fitted, label, torch.zeros(1, 1, 64, 64), 1.5) == (1.5, 1.5)
+    everything = hair_room_cm(fitted, label, torch.ones(1, 1, 64, 64), 1.5)  # to the crop's edges
+    assert all(4.0 < v <= 12.0 for v in everything), everything
+    assert hair_room_cm(fitted, label, torch.ones(1, 1, 64, 64), 15.0) == (15.0, 15.0)
+
+
+def test_hair_room_keeps_the_haired_outline_inside_the_bounds():
+    """At the sides and the back, the bounds grown by the hair the front mask shows admit the haired
+    head's true outline above the chin; the fixed 1.5 cm margin cuts part of it away."""
+    label = label_from_yaw_pitch(0.0, 0.05, lookat=HEAD_LOOKAT)
+    haired = sample_head(4)
+    fitted = _fitted_to(haired, label)
+    true_head = FittedHead(haired, torch.zeros(3), None)
+    room = hair_room_cm(fitted, label, true_head.silhouettes(label, 128), 1.5)
+    res = 64
+    cams = torch.cat([yaw_rotated(label, math.radians(a)) for a in (90.0, 180.0)])
+    outline = (true_head.silhouettes(cams, res) > 0.5) & (above_chin(fitted, cams, res) > 0)
+    for margin_cm, least in ((room, 0.97), (1.5, None)):
+        views = shape_views(fitted, label, res, 1.0, margin_cm, 0.5)[::2]  # +90 and 180
+        most = torch.cat([v.opacity[:, :1] for v in views]) > 0.5
+        admitted = float((most & outline).sum() / outline.sum())
+        if least is not None:
+            assert admitted >= least, admitted
+        else:
+            assert admitted < 0.95, admitted
 
 
 def test_opacity_loss_is_the_squared_excursion():
@@ -125,3 +182,28 @@ def test_preset_shape_section_is_checked():
     for key, value in (("shape.weight", -1), ("shape.margin_cm", 25), ("shape.inner_cm", -0.1)):
         with pytest.raises(InputError, match=key):
             resolve_preset("fast", {key: value})
+
+
+def test_reconstruction_sizes_the_labels_room_from_the_photos_mask():
+    """A haired head's crop, its mask and its landmarks through the Reconstructor: the label's
+    margin above and beside grows from ``shape.margin_cm`` to about the hair's thickness, and stays
+    at the fixed margin with ``shape.hair_from_photo`` off."""
+    from inversion_tiny import tiny_generator
+    from psohead.inversion.pipeline import Reconstructor
+
+    torch.set_num_threads(2)
+    label = label_from_yaw_pitch(0.0, 0.05, lookat=HEAD_LOOKAT)
+    haired = sample_head(4)
+    size = 128
+    mask = FittedHead(haired, torch.zeros(3), None).silhouettes(label, size)[0, 0].numpy()
+    image = np.repeat((mask[..., None] * 200).astype(np.uint8), 3, axis=2)
+    landmarks = project(H.face_landmarks(haired), label.double()).numpy() * size
+    thick = haired["cap_thick"] / CM_WORLD
+    for hair_from_photo, lo, hi in ((True, thick - 0.5, 8.0), (False, 1.5, 1.5)):
+        R = Reconstructor(tiny_generator(), device="cpu", preset="fast", stage1_steps=1, stage2_steps=1,
+                          stage1_w_avg_samples=50, shape_weight=1.0, shape_hair_from_photo=hair_from_photo)
+        rec = R(image, label=label[0], mask=(mask * 255).astype(np.uint8), landmarks=landmarks, back="none",
+                progress=False)
+        shape = rec.settings["shape"]
+        assert shape["used"] and shape["landmarks_fitted"]
+        assert all(lo <= v <= hi for v in shape["margin_cm"]), (hair_from_photo, shape["margin_cm"])

@@ -31,7 +31,7 @@ from .pivotal import PivotalConfig, tune
 from .precision import check_precision
 from .presets import Preset, resolve_preset
 from .projector import LatentStats, ProjectorConfig, latent_stats, project
-from .shape import crop_landmarks, fit_head, shape_views
+from .shape import crop_landmarks, fit_head, hair_room_cm, shape_views
 from .targets import TargetView
 
 EXTRA_VIEW_WEIGHT = 1.0  # a real photo counts like the front one
@@ -300,11 +300,15 @@ class Reconstructor:
             return [], {"used": False}
         landmarks = prepared.landmarks if prepared.landmarks is not None else crop_landmarks(prepared.image)
         fitted = fit_head(landmarks, prepared.image.size[0], front.label)
+        margin = cfg.shape.margin_cm
+        if cfg.shape.hair_from_photo and prepared.mask is not None:
+            margin = hair_room_cm(fitted, front.label, prepared.mask, margin)
         views = shape_views(fitted, prepared.label, int(self.G.neural_rendering_resolution), cfg.shape.weight,
-                            cfg.shape.margin_cm, cfg.shape.inner_cm)
+                            margin, cfg.shape.inner_cm)
         return [v.to(self.device) for v in views], {
             "used": True, "landmarks_fitted": fitted.rms_px is not None, "scale": fitted.record["scale"],
-            "offset": fitted.offset.tolist(), "rms_px": fitted.rms_px}
+            "offset": fitted.offset.tolist(), "rms_px": fitted.rms_px,
+            "margin_cm": list(margin) if isinstance(margin, tuple) else [margin, margin]}
 
 
 def reconstruct(image, out: str | os.PathLike | None = None, *, network="default", device="auto",

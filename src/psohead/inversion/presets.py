@@ -126,7 +126,8 @@ class Shape:
     landmarks bounds the generator's opacity at the sides and the back."""
 
     weight: float = 0.0  # loss weight of the opacity bounds, all shape views together (0: off)
-    margin_cm: float = 1.5  # the most opacity allowed: the fitted head's silhouette grown by this (hair)
+    margin_cm: float = 1.5  # the most opacity allowed: the fitted head's silhouette grown by at least this
+    hair_from_photo: bool = True  # grow the margin by the hair (or hat) the photo's mask shows above and beside the head
     inner_cm: float = 0.5  # the least: its silhouette shrunk by this
     stage1: bool = True  # bound stage 1 too (stage 2 always, when the weight is > 0)
 

@@ -8,8 +8,11 @@ skulls fills that in with a long skull. The label is SynthHeads-360's own head (
 landmarks project onto the crop's detected landmarks through the front camera. Its silhouettes
 at the sides and the back become two bounds on the render's accumulated opacity (``image_mask``):
 at most the silhouette grown by a margin for hair, at least the silhouette shrunk by a smaller
-one. Only rays that pass above the chin are bounded (the neck, shoulders and long hair below
-are anyone's). The loss is the squared amount by which the opacity leaves the bounds.
+one. The margin is at least a fixed one and grows with the hair (or hat) the photo shows: how far
+the photo's foreground mask reaches above and beside the bald head's front silhouette sets the
+room left above it and beside and behind it (hair as thick at the back as at the sides). Only rays
+that pass above the chin are bounded (the neck, shoulders and long hair below are anyone's). The
+loss is the squared amount by which the opacity leaves the bounds.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..camera import apply_offset, split_label, yaw_rotated
+from ..io.images import mask_tensor
 from ..synth import head as H
 from ..synth.params import (CM_WORLD, HEAD_BREADTH_CM, HEAD_LENGTH_CM, NECK_BREADTH_CM, SCENE_KEYS, cranium_from_cm,
                             fixed_scene, sample_head, stack)
@@ -30,7 +34,10 @@ from .targets import TargetView
 SHAPE_YAWS = (90.0, -90.0, 180.0)  # cameras of the label: the photo's camera turned by these (degrees)
 SHAPE_CYCLE = "shape"  # TargetView.cycle: the shape views take turns, one per step
 INNER_LANDMARKS = slice(17, 68)  # brows, nose, eyes, mouth: the jaw line is a silhouette, not a point
+EYES = slice(36, 48)
 MENTON = 8
+MAX_HAIR_CM = 12.0  # more room than this for hair or a hat would leave the outline unbounded
+HAIR_RES = 128  # pixels of the front silhouette and mask compared for the hair's room (about 1 cm each)
 FIT_STEPS = 60
 
 
@@ -124,8 +131,48 @@ def crop_landmarks(image) -> np.ndarray | None:
     return faces[0].landmarks if faces else None
 
 
-def _grow(mask: torch.Tensor, px: int) -> torch.Tensor:
-    return mask if px <= 0 else F.max_pool2d(mask, 2 * px + 1, stride=1, padding=px)
+def _grow(mask: torch.Tensor, px: int | tuple[int, int]) -> torch.Tensor:
+    """``mask`` [V,1,H,W] dilated by ``px`` pixels (or (vertical, horizontal) pixels)."""
+    py, px = (px, px) if isinstance(px, int) else px
+    if py <= 0 and px <= 0:
+        return mask
+    return F.max_pool2d(mask, (2 * py + 1, 2 * px + 1), stride=1, padding=(py, px))
+
+
+def _pixels_per_unit(labels: torch.Tensor, res: int) -> float:
+    """Pixels per world unit at the head's distance, for the cameras ``labels`` (one focal and distance)."""
+    cam2world, k = split_label(labels[:1].float().cpu())
+    return float(k[0, 0, 0]) * res / float(cam2world[0, :3, 3].norm())
+
+
+def hair_margins(fitted: FittedHead, label: torch.Tensor, mask: torch.Tensor, res: int) -> tuple[float, float]:
+    """(above, beside) in world units: how far the photo's foreground ``mask`` [1,1,res,res] (seen
+    by the camera ``label`` [1,25] the head was fitted through) reaches above the fitted bald
+    head's front silhouette (median over its middle columns) and beside it (the larger side, upper
+    quartile over the rows from its crown down to the eyes). Hair, a hat or a hood widen it; a
+    bald or shaved head gives about 0."""
+    sil = fitted.silhouettes(label, res)[0, 0] > 0.5
+    fg = mask.reshape(res, res).cpu() > 0.5
+    cols = sil.any(0).nonzero().squeeze(1)
+    rows = sil.any(1).nonzero().squeeze(1)
+    if not len(cols) or not fg.any():
+        return 0.0, 0.0
+    ppu = _pixels_per_unit(label, res)
+    eye_row = int(project(fitted.landmarks()[EYES], label.double().cpu())[:, 1].mean() * res)
+    left, right = int(cols[0]), int(cols[-1])
+    quarter = (right - left) // 4
+    above = []
+    for c in range(left + quarter, right - quarter + 1):
+        if sil[:, c].any() and fg[:, c].any():
+            above.append(int(sil[:, c].nonzero()[0]) - int(fg[:, c].nonzero()[0]))
+    beside = []
+    for r in range(int(rows[0]), min(eye_row, res - 1) + 1):
+        s, f = sil[r].nonzero().squeeze(1), fg[r].nonzero().squeeze(1)
+        if len(s) and len(f):
+            beside.append(max(int(s[0]) - int(f[0]), int(f[-1]) - int(s[-1])))
+    up = float(np.median(above)) if above else 0.0
+    side = float(np.quantile(beside, 0.75)) if beside else 0.0
+    return max(up, 0.0) / ppu, max(side, 0.0) / ppu
 
 
 def above_chin(fitted: FittedHead, labels: torch.Tensor, res: int) -> torch.Tensor:
@@ -141,27 +188,38 @@ def above_chin(fitted: FittedHead, labels: torch.Tensor, res: int) -> torch.Tens
     return (y > chin_y).float().reshape(-1, 1, res, res)
 
 
-def opacity_bounds(fitted: FittedHead, labels: torch.Tensor, res: int, margin: float, inner: float) -> torch.Tensor:
+def hair_room_cm(fitted: FittedHead, label: torch.Tensor, mask, minimum_cm: float) -> tuple[float, float]:
+    """The label's margin (above, beside) in cm of the fitted head: the hair the photo's ``mask``
+    (a crop mask, any size) shows by :func:`hair_margins`, at least ``minimum_cm`` and at most
+    :data:`MAX_HAIR_CM` (or ``minimum_cm``, if larger)."""
+    cm = CM_WORLD * fitted.record["scale"]
+    measured = hair_margins(fitted, label, mask_tensor(mask, HAIR_RES), HAIR_RES)
+    return tuple(float(np.clip(v / cm, minimum_cm, max(minimum_cm, MAX_HAIR_CM))) for v in measured)
+
+
+def opacity_bounds(fitted: FittedHead, labels: torch.Tensor, res: int, margin: float | tuple[float, float],
+                   inner: float) -> torch.Tensor:
     """[V,2,res,res]: the most (channel 0) and least (channel 1) opacity allowed per pixel, from
-    the fitted head's silhouettes grown by ``margin`` and shrunk by ``inner`` (world units), above
-    the chin; no bound elsewhere."""
+    the fitted head's silhouettes grown by ``margin`` (world units; or (vertical, horizontal)) and
+    shrunk by ``inner``, above the chin; no bound elsewhere."""
     sil = fitted.silhouettes(labels, res)
-    focal = float(split_label(labels[:1])[1][0, 0, 0])
-    distance = float(split_label(labels[:1])[0][0, :3, 3].norm())
-    px = focal * res / distance  # pixels per world unit at the head
-    most = _grow(sil, round(margin * px))
+    px = _pixels_per_unit(labels, res)
+    vertical, horizontal = (margin, margin) if isinstance(margin, (int, float)) else margin
+    most = _grow(sil, (round(vertical * px), round(horizontal * px)))
     least = 1 - _grow(1 - sil, round(inner * px))
     region = above_chin(fitted, labels, res)
     return torch.cat([most * region + (1 - region), least * region], 1)
 
 
-def shape_views(fitted: FittedHead, front_label: torch.Tensor, res: int, weight: float, margin_cm: float,
-                inner_cm: float) -> list[TargetView]:
+def shape_views(fitted: FittedHead, front_label: torch.Tensor, res: int, weight: float,
+                margin_cm: float | tuple[float, float], inner_cm: float) -> list[TargetView]:
     """The label's views: the photo's camera turned by :data:`SHAPE_YAWS` (no camera offset, like
-    the back views), sharing ``weight``, taking turns; margins in cm of the fitted head."""
+    the back views), sharing ``weight``, taking turns; margins in cm of the fitted head (the
+    margin may be (above, beside))."""
     labels = torch.cat([yaw_rotated(front_label.cpu(), math.radians(a)) for a in SHAPE_YAWS])
     cm = CM_WORLD * fitted.record["scale"]
-    bounds = opacity_bounds(fitted, labels, res, margin_cm * cm, inner_cm * cm)
+    vertical, horizontal = (margin_cm, margin_cm) if isinstance(margin_cm, (int, float)) else margin_cm
+    bounds = opacity_bounds(fitted, labels, res, (vertical * cm, horizontal * cm), inner_cm * cm)
     return [TargetView(f"shape{a:+g}", None, labels[i:i + 1], weight / len(SHAPE_YAWS), source="shape",
                        cycle=SHAPE_CYCLE, opacity=bounds[i:i + 1])
             for i, a in enumerate(SHAPE_YAWS)]
