@@ -46,6 +46,7 @@ ASYM = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])  # 2x3, neither symmetric n
 @pytest.mark.parametrize("up,down,pad", [
     (1, 1, (0, 0, 0, 0)), (2, 1, (2, 1, 1, 0)), (1, 2, (1, 1, 2, 0)), (3, 2, (1, 2, 0, 3)),
     (1, 1, (-1, 2, 1, -2)),  # negative padding crops
+    (2, 1, (-1, 3, 2, -1)), (3, 1, (0, 0, 0, 0)), (1, 3, (2, 0, 1, 1)),  # the zero-free up / down paths
 ])
 @pytest.mark.parametrize("flip", [False, True])
 def test_upfirdn2d_matches_direct_definition(up, down, pad, flip):
@@ -58,6 +59,14 @@ def test_upfirdn2d_matches_direct_definition(up, down, pad, flip):
     w = (6 * up + pad[0] + pad[1] - 3) // down + 1
     assert ours.shape[2:] == (h, w)
     torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("up,down", [(2, 1), (1, 2), (2, 2)])
+def test_upfirdn2d_gradient_matches_finite_differences(up, down):
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    f = torch.from_numpy(ASYM)
+    assert torch.autograd.gradcheck(lambda t: upfirdn2d(t, f, up=up, down=down, padding=[1, 2, 2, 0], gain=1.3),
+                                    (x,))
 
 
 def test_upfirdn2d_separable_filter_gets_full_gain():

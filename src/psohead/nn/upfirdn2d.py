@@ -80,8 +80,11 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Pair = 1, down: Pair 
     downx, downy = _pair(down)
     px0, px1, py0, py1 = parse_padding(padding)
     n, c, h, w = x.shape
+    upsampling, downsampling = upx > 1 or upy > 1, downx > 1 or downy > 1
+    if f.ndim == 2 and upsampling != downsampling:
+        return _polyphase(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain)
 
-    if upx > 1 or upy > 1:
+    if upsampling:
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
         x = x.reshape(n, c, h * upy, w * upx)
@@ -98,9 +101,31 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Pair = 1, down: Pair 
         x = F.conv2d(x, f.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
         x = F.conv2d(x, f.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
-    if downx > 1 or downy > 1:
+    if downsampling:
         x = x[:, :, ::downy, ::downx]
     return x
+
+
+def _polyphase(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], down: tuple[int, int],
+               padding: tuple[int, int, int, int], flip_filter: bool, gain: float) -> torch.Tensor:
+    """:func:`upfirdn2d` with a 2-D filter that only up- or only downsamples, without the zeros:
+    upsampling is a strided transposed convolution (the inserted zeros never multiplied; ``up``²
+    times fewer products), downsampling a strided convolution (only the kept outputs computed).
+    The same sums as the zero-insert / subsample form, up to float rounding."""
+    (upx, upy), (downx, downy) = up, down
+    px0, px1, py0, py1 = padding
+    c = x.shape[1]
+    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    kh, kw = f.shape
+    if downx > 1 or downy > 1:
+        taps = f if flip_filter else f.flip([0, 1])  # conv2d correlates: a true convolution flips the taps
+        x = F.pad(x, [px0, px1, py0, py1])
+        return F.conv2d(x, taps[None, None].expand(c, 1, kh, kw), stride=(downy, downx), groups=c)
+    # the transposed convolution scatters each sample through the unflipped taps, a true convolution
+    taps = f.flip([0, 1]) if flip_filter else f
+    x = F.conv_transpose2d(x, taps[None, None].expand(c, 1, kh, kw), stride=(upy, upx), groups=c)
+    # its output starts kh-1 (kw-1) rows before the zero-inserted, padded input's first output
+    return F.pad(x, [px0 - kw + 1, upx + px1 - kw, py0 - kh + 1, upy + py1 - kh])
 
 
 def filter2d(x: torch.Tensor, f: torch.Tensor, padding: Pair = 0, flip_filter: bool = False,
