@@ -11,7 +11,7 @@ against the ground-truth view nearest |yaw| = 180 degrees, as is and with each c
   (photo minus front render, median of the top quarter of the photo's mask): the shift ``fast``
   used before;
 * ``hair``         - shifted so its head's median colour is the photo's hair-band colour (what
-  ``fast`` ships, ``inversion.back.prior.prior_colour_shift``);
+  ``fast`` ships, ``inversion.back.prior.prior_colour``);
 * ``oracle``       - shifted so its head's median colour is the ground-truth back's: the ceiling
   of any single colour shift.
 
@@ -34,7 +34,7 @@ from psohead.api import load_generator
 from psohead.atomic import atomic_path
 from psohead.camera import back_label, yaw_pitch_from_label
 from psohead.inversion.back.colour import hair_colour, shift_colour
-from psohead.inversion.back.prior import prior_colour_shift, render_prior
+from psohead.inversion.back.prior import prior_colour, render_prior
 from psohead.inversion.pipeline import Reconstructor
 from psohead.io.dataset import HeadDataset
 from psohead.io.images import mask_tensor
@@ -60,7 +60,7 @@ def score_head(pipeline: Reconstructor, folder: Path) -> dict:
     gt_m = F.interpolate(gt_mask[None].float() / 255, size=(res, res), mode="bilinear", align_corners=False)
     shifts = {"prior": torch.zeros(3),
               "front-error": hair_colour(front.image.cpu(), photo_mask) - hair_colour(render_front.cpu(), photo_mask),
-              "hair": prior_colour_shift(front, photo_mask, back, back_mask).cpu(),
+              "hair": prior_colour(front, photo_mask, back, back_mask).shift.cpu(),
               "oracle": hair_colour(gt, gt_m, band=1.0) - hair_colour(back, back_mask, band=1.0)}
     gt_u8 = gt_img.permute(1, 2, 0).numpy()
     out = {}

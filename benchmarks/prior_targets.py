@@ -55,7 +55,7 @@ from psohead.api import load_generator
 from psohead.atomic import atomic_path
 from psohead.camera import apply_offset, split_label, yaw_pitch_from_label
 from psohead.inversion.back.colour import shift_colour
-from psohead.inversion.back.prior import (back_cameras, camera_labels, local_mean, member_renders, prior_colour_shift,
+from psohead.inversion.back.prior import (back_cameras, camera_labels, local_mean, member_renders, prior_colour,
                                           spread_weights)
 from psohead.inversion.pipeline import Reconstructor
 from psohead.inversion.presets import resolve_preset
@@ -127,8 +127,7 @@ def score_head(pipeline: Reconstructor, folder: Path) -> dict:
     w_avg = pipeline.latent_stats(preset).w_avg
 
     def shifted(images, masks):  # the photo's hair colour, measured on the back view (view 0)
-        shift = prior_colour_shift(front, photo_mask, images[:1], masks[:1])
-        return shift_colour(images, masks, shift.to(images.device))
+        return prior_colour(front, photo_mask, images[:1], masks[:1]).apply(images, masks)
 
     mirror = preset.back.mirror_average
     pivot_im, pivot_m = mean_renders(G1, rec.ws, labels, mirror, ro)
@@ -157,7 +156,7 @@ def score_head(pipeline: Reconstructor, folder: Path) -> dict:
     for psi in TRUNC:
         im, m = mean_renders(G1, w_avg + psi * (members - w_avg), labels, mirror, ro)
         pim, pm = mean_renders(G1, w_avg + psi * (rec.ws - w_avg), labels[:1], mirror, ro)
-        shift = prior_colour_shift(front, photo_mask, pim, pm)
+        shift = prior_colour(front, photo_mask, pim, pm).shift
         out[f"trunc-{psi:g}"] = score(shift_colour(im, m, shift.to(im.device)), ds, idx)
     out["final"] = score(rec.render(apply_offset(labels, rec.delta)), ds, idx)  # after stage 2, as fidelity.py
     w_mean = members.mean(0, keepdim=True)

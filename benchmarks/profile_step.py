@@ -147,8 +147,10 @@ def report(title: str, step, modules, steps: int, top: int, device: torch.device
         sync(device)
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if not e.key.startswith("autograd::engine") and getattr(e, attr) > 0]
+    if cuda:  # the kernels alone: an op's device time is its kernels' time, counted twice otherwise
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     total_self = sum(getattr(e, attr) for e in events)
-    what = "GPU kernel / op (self device time)" if cuda else "op (self CPU)"
+    what = "GPU kernel (device time)" if cuda else "op (self CPU)"
     print(f"\n| {what} | share | ms per call | calls per call |\n|---|---:|---:|---:|")
     for e in sorted(events, key=lambda e: -getattr(e, attr))[:top]:
         print(f"| {e.key[:90]} | {100 * getattr(e, attr) / total_self:.1f} % | "
@@ -195,7 +197,7 @@ def main(argv=None) -> int:
     if args.stage == "none":
         return 0
     front, all_views = make_views(G)
-    perceptual = build_perceptual("msssim")
+    perceptual = build_perceptual("msssim").to(device)
     stats = latent_stats(G, 2000)
     ws0 = stats.w_avg.repeat(1, G.num_ws, 1).to(device)
     if args.stage in ("1", "both"):

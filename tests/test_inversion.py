@@ -204,9 +204,9 @@ def test_msssim_loss_matches_pytorch_msssim_at_the_window_it_picks(size):
     assert torch.allclose(losses.MSSSIM()(x, y), expect, atol=2e-6)
 
 
-def test_prior_colour_shift_gives_the_prior_head_the_photos_hair_colour():
+def test_prior_colour_gives_the_prior_head_the_photos_hair_colour():
     from inversion_tiny import rendered_target, tiny_generator
-    from psohead.inversion.back.prior import prior_colour_shift, prior_views, render_prior
+    from psohead.inversion.back.prior import prior_colour, prior_views, render_prior
     from psohead.inversion.targets import TargetView
 
     size = (128, 128)
@@ -220,17 +220,54 @@ def test_prior_colour_shift_gives_the_prior_head_the_photos_hair_colour():
     back_mask = torch.zeros(1, 1, *size)
     back_mask[..., 10:120, 40:90] = 1
     front = TargetView("front", photo, torch.zeros(1, 25))
-    shift = prior_colour_shift(front, mask, back, back_mask)
+    colour = prior_colour(front, mask, back, back_mask)
+    shift = colour.shift
     shifted_head = (back + shift.reshape(1, 3, 1, 1))[0, :, 10:66, 40:90].flatten(1)
     assert torch.allclose(shifted_head.median(1).values, hair, atol=1e-6)
-    assert torch.equal(prior_colour_shift(front, mask, back, torch.zeros_like(back_mask)), torch.zeros(3))
+    assert torch.equal(prior_colour(front, mask, back, torch.zeros_like(back_mask)).shift, torch.zeros(3))
 
     G = tiny_generator()  # prior_views adds the shift weighted by each render's own mask
     _, label, ws = rendered_target(G)
-    plain, moved = prior_views(G, ws, label)[0].image, prior_views(G, ws, label, colour_shift=shift)[0].image
+    plain, moved = prior_views(G, ws, label)[0].image, prior_views(G, ws, label, colour=colour)[0].image
     _, render_mask = render_prior(G, ws, prior_views(G, ws, label)[0].label)
     assert torch.allclose(moved, (plain + shift.reshape(1, 3, 1, 1) * render_mask).clamp(-1, 1), atol=1e-6)
     assert not torch.allclose(moved, plain)
+
+
+def test_prior_colour_spread_evens_out_a_blotchy_head_to_the_photos_even_hair():
+    """A prior head in blotches of two colours, a photo with evenly dark hair: with ``spread`` the
+    recoloured head's median is the photo's hair colour and its spread along every opponent axis is
+    at most the photo's (here: nearly none); without, the blotches stay as far apart as before.
+    Where the photo's hair varies more than the render, nothing is scaled up."""
+    from psohead.inversion.back.colour import colour_spread
+    from psohead.inversion.back.prior import prior_colour
+    from psohead.inversion.targets import TargetView
+
+    size = (64, 64)
+    mask = torch.zeros(1, 1, *size)
+    mask[..., 8:60, 12:52] = 1
+    hair = torch.tensor([-0.8, -0.82, -0.85])
+    photo = torch.zeros(1, 3, *size)
+    photo[..., 8:22, 12:52] = hair.reshape(1, 3, 1, 1) + 0.01 * torch.randn(1, 3, 14, 40)
+    back = torch.zeros(1, 3, *size)
+    back_mask = torch.zeros(1, 1, *size)
+    back_mask[..., 4:60, 10:54] = 1
+    orange, blue = torch.tensor([0.4, -0.1, -0.6]), torch.tensor([-0.6, -0.3, 0.2])
+    checker = ((torch.arange(64)[:, None] // 4 + torch.arange(64)[None] // 4) % 2).bool()
+    back[0] = torch.where(checker, orange.reshape(3, 1, 1), blue.reshape(3, 1, 1))
+    front = TargetView("front", photo, torch.zeros(1, 25))
+    head = (slice(None), slice(None), slice(4, 32), slice(10, 54))  # the top half, where it is measured
+    for spread in (False, True):
+        colour = prior_colour(front, mask, back, back_mask, spread=spread)
+        moved = colour.apply(back, back_mask)[head][0].flatten(1)
+        if spread:
+            assert torch.allclose(moved.median(1).values, hair, atol=0.02)
+            assert (colour_spread(moved) <= colour_spread(photo[..., 8:22, 12:52][0].flatten(1)) + 0.01).all()
+        else:
+            assert (moved.max(1).values - moved.min(1).values).max() > 0.9  # the blotches kept
+    noisy_photo = TargetView("front", torch.rand(1, 3, *size) * 2 - 1, torch.zeros(1, 25))
+    even_back = torch.full((1, 3, *size), 0.2)
+    assert torch.equal(prior_colour(noisy_photo, mask, even_back, back_mask, spread=True).scale, torch.ones(3))
 
 
 def test_mirrored_camera_is_the_negated_yaw_and_its_own_inverse():

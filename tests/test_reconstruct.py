@@ -255,7 +255,7 @@ def test_prior_shrink_blends_the_prior_towards_the_mean_latents_back(tiny):
     target at the same camera in the photo's hair colour; stage 1 and the front are untouched."""
     from psohead.api import load_generator
     from psohead.camera import back_label
-    from psohead.inversion.back.prior import prior_colour_shift, prior_views, render_prior
+    from psohead.inversion.back.prior import prior_colour, prior_views, render_prior
     from psohead.inversion.projector import latent_stats
     from psohead.io.images import mask_tensor
 
@@ -274,8 +274,8 @@ def test_prior_shrink_blends_the_prior_towards_the_mean_latents_back(tiny):
     w_avg = latent_stats(G, cfg.stage1.w_avg_samples).w_avg.repeat(1, int(G.backbone.num_ws), 1)
     front = plain.views[0]
     back, back_mask = render_prior(G, w_avg, back_label(label), ro)
-    shift = prior_colour_shift(front, mask_tensor(plain.mask, 128), back, back_mask)  # the mask it used
-    head = prior_views(G, w_avg, label, cfg.back, colour_shift=shift, render_overrides=ro)
+    colour = prior_colour(front, mask_tensor(plain.mask, 128), back, back_mask)  # the mask it used
+    head = prior_views(G, w_avg, label, cfg.back, colour=colour, render_overrides=ro)
     before, after = ([v for v in r.views if v.source == "prior"] for r in runs)
     assert len(after) == len(head) == 3
     for b, a, h in zip(before, after, head):
@@ -290,7 +290,7 @@ def test_prior_shrink_spread_blends_each_pixel_by_the_members_disagreement(tiny)
     stage 1 and the front are untouched, and the weight varies over the image."""
     from psohead.api import load_generator
     from psohead.camera import back_label
-    from psohead.inversion.back.prior import prior_colour_shift, prior_views, render_prior, spread_weights
+    from psohead.inversion.back.prior import prior_colour, prior_views, render_prior, spread_weights
     from psohead.inversion.projector import latent_stats
     from psohead.io.images import mask_tensor
 
@@ -308,8 +308,8 @@ def test_prior_shrink_spread_blends_each_pixel_by_the_members_disagreement(tiny)
     ro = {"ray_start": cfg.rays.ray_start}
     w_avg = latent_stats(G, cfg.stage1.w_avg_samples).w_avg.repeat(1, int(G.backbone.num_ws), 1)
     back, back_mask = render_prior(G, w_avg, back_label(label), ro)
-    shift = prior_colour_shift(plain.views[0], mask_tensor(plain.mask, 128), back, back_mask)
-    head = torch.cat([v.image for v in prior_views(G, w_avg, label, cfg.back, colour_shift=shift,
+    colour = prior_colour(plain.views[0], mask_tensor(plain.mask, 128), back, back_mask)
+    head = torch.cat([v.image for v in prior_views(G, w_avg, label, cfg.back, colour=colour,
                                                    render_overrides=ro)])
     each = torch.stack([torch.cat([v.image for v in prior_views(G, m[None], label, cfg.back, render_overrides=ro)])
                         for m in spread.members])

@@ -98,6 +98,7 @@ class BackPrior:
     augment_degrees: float = 0.0  # > 0: two more views at yaw pi +- this, sharing the weight with the back
     augment_alternate: bool = False  # those two take turns, one per stage-2 step (same mean weight, fewer renders)
     colour_match: bool = False  # shift the prior's head to the hair colour the photo shows
+    colour_spread: bool = False  # with colour_match, also even out its colour variation to the photo's hair's
     mirror_average: bool = False  # average each view with its mirror image: keep the left-right symmetric part
     shrink: str = "none"  # blend towards the mean latent's back: none | flat (by shrink_amount) |
     # spread (per pixel, most where stage-1 members disagree; needs stage1.members >= 2)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ...camera import back_label, mirrored_label, yaw_rotated
 from ..targets import BACK_WEIGHT, TargetView
-from .colour import hair_colour, mask_box, shift_colour
+from .colour import ColourTransfer, band_pixels, colour_spread, mask_box
 
 AUGMENT_CYCLE = "back-augment"  # TargetView.cycle of the +-augment views when they take turns
 
@@ -69,11 +69,12 @@ def member_renders(G, ws: torch.Tensor, labels: torch.Tensor, mirror_average: bo
 
 
 def views_from_renders(cams: list[tuple[str, torch.Tensor, float]], images: torch.Tensor, masks: torch.Tensor,
-                       alternate: bool = False, colour_shift: torch.Tensor | None = None) -> list[TargetView]:
-    """Prior TargetViews from renders [V,3,H,W] + masks [V,1,H,W] at the cameras ``cams``;
-    ``alternate``: the +-augment views take turns (one per step, twice the weight)."""
-    if colour_shift is not None:
-        images = shift_colour(images, masks, colour_shift)
+                       alternate: bool = False, colour: ColourTransfer | None = None) -> list[TargetView]:
+    """Prior TargetViews from renders [V,3,H,W] + masks [V,1,H,W] at the cameras ``cams``, their
+    heads recoloured by ``colour``; ``alternate``: the +-augment views take turns (one per step,
+    twice the weight)."""
+    if colour is not None:
+        images = colour.apply(images, masks)
     return [TargetView(name, images[i:i + 1], lab.to(images.device), view_weight, None, "prior",
                        AUGMENT_CYCLE if alternate and i > 0 else None)
             for i, (name, lab, view_weight) in enumerate(cams)]
@@ -106,32 +107,38 @@ def spread_weights(member_images: torch.Tensor, prior: torch.Tensor, towards: to
     return scale * spread / (scale * spread + gap + 1e-6)
 
 
-def prior_colour_shift(front: TargetView, front_mask: torch.Tensor, back_image: torch.Tensor,
-                       back_mask: torch.Tensor) -> torch.Tensor:
-    """Colour [3] to add to the prior's head: the photo's hair colour (median of the top quarter
-    of its mask [1,1,h,w]) minus the median colour of the top half of the prior back render
+def prior_colour(front: TargetView, front_mask: torch.Tensor, back_image: torch.Tensor, back_mask: torch.Tensor,
+                 spread: bool = False) -> ColourTransfer:
+    """The prior head's recolouring to the photo's hair colour: the median of the top quarter of
+    the photo's mask [1,1,h,w] minus the median colour of the top half of the prior back render
     [1,3,H,W] on its mask [1,1,H,W] (the head seen from behind, mostly hair; the lower half may be
-    shoulders and clothes)."""
+    shoulders and clothes). With ``spread``, the render's colour variation there is also scaled
+    down, axis by axis, to the photo's hair's where the photo's varies less (never up)."""
     device = back_image.device
     mask = F.interpolate(front_mask.float().to(device), size=front.image.shape[-2:], mode="bilinear",
                          align_corners=False)
     if mask_box(back_mask[0, 0]) is None:
-        return torch.zeros(3, device=device)
-    return (hair_colour(front.image.to(device).float(), mask)
-            - hair_colour(back_image.float(), back_mask, band=0.5))
+        return ColourTransfer(torch.zeros(3, device=device), torch.zeros(3, device=device))
+    photo = band_pixels(front.image.to(device).float(), mask)
+    prior = band_pixels(back_image.float(), back_mask, band=0.5)
+    source = prior.median(1).values
+    scale = None
+    if spread:
+        scale = (colour_spread(photo) / colour_spread(prior).clamp_min(1e-6)).clamp(max=1.0)
+    return ColourTransfer(photo.median(1).values - source, source, scale)
 
 
-def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, cfg=None, colour_shift: torch.Tensor | None = None,
+def prior_views(G, ws: torch.Tensor, front_label: torch.Tensor, cfg=None, colour: ColourTransfer | None = None,
                 render_overrides: dict | None = None) -> list[TargetView]:
     """The prior back views of the latents ``ws`` [K,num_ws,w_dim] (their mean over K) for the
     front camera ``front_label``, as the :class:`~..presets.BackPrior` ``cfg`` says (cameras,
-    weights, mirror average, turns), shifted by ``colour_shift`` [3] where they show the head."""
+    weights, mirror average, turns), recoloured by ``colour`` where they show the head."""
     from ..presets import BackPrior
 
     cfg = cfg or BackPrior()
     cams = back_cameras(front_label, cfg.augment_degrees, cfg.weight)
     images, masks = member_renders(G, ws, camera_labels(cams), cfg.mirror_average, render_overrides)
-    return views_from_renders(cams, images.mean(0), masks.mean(0), cfg.augment_alternate, colour_shift)
+    return views_from_renders(cams, images.mean(0), masks.mean(0), cfg.augment_alternate, colour)
 
 
 def prior_targets(G, cfg, members: torch.Tensor, w_avg: torch.Tensor, label: torch.Tensor, front: TargetView,
@@ -143,14 +150,17 @@ def prior_targets(G, cfg, members: torch.Tensor, w_avg: torch.Tensor, label: tor
     mean latent's views by ``cfg.shrink``; what was used goes into ``record``."""
     cams = back_cameras(label, cfg.augment_degrees, cfg.weight)
 
-    def views_of(ws, shift_from):
-        shift = None if front_mask is None else prior_colour_shift(front, front_mask, *shift_from)
+    def views_of(ws, colour_from):
+        colour = (None if front_mask is None else
+                  prior_colour(front, front_mask, *colour_from, spread=cfg.colour_spread))
         images, masks = member_renders(G, ws, camera_labels(cams), cfg.mirror_average, render_overrides)
-        return shift, images, views_from_renders(cams, images.mean(0), masks.mean(0), cfg.augment_alternate, shift)
+        return colour, images, views_from_renders(cams, images.mean(0), masks.mean(0), cfg.augment_alternate, colour)
 
-    shift, member_images, prior = views_of(members, pivot_back)
-    if shift is not None:
-        record["prior_colour_shift"] = [round(float(v), 4) for v in shift]
+    colour, member_images, prior = views_of(members, pivot_back)
+    if colour is not None:
+        record["prior_colour_shift"] = [round(float(v), 4) for v in colour.shift]
+        if colour.scale is not None:
+            record["prior_colour_scale"] = [round(float(v), 4) for v in colour.scale]
     record["prior_members"] = len(members)
     if cfg.shrink == "none":
         return prior
