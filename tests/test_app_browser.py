@@ -1,5 +1,6 @@
 """``psohead app`` end to end in real Chromium: the bundled model with a few steps, a real photo,
-the 3D viewer drawing the head, downloads, bad uploads, what the server serves, the offline report."""
+the live preview while it runs, the 3D viewer drawing the head, downloads, bad uploads, what the
+server serves, the offline report."""
 import os
 import re
 import socket

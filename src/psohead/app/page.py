@@ -202,7 +202,8 @@ def build_page(runner: JobRunner):
         outputs = [status, job_id, live, glb, video, views, front, back_cmp, downloads]
 
         def run_job(photo_v, preset_v, back_v, back_photo_v, extra_v, yaw_v):
-            yield {live: gr.update(value=None, visible=False), glb: None, video: None, views: None, front: None, back_cmp: None, downloads: None}
+            yield {live: gr.update(value=None, visible=False), glb: None, video: None, views: None, front: None,
+                   back_cmp: None, downloads: None}
             previewed = False
             for line, jid, picture, res in runner.run(photo_v, preset_v, back_v, back_photo_v, extra_v, yaw_v):
                 update = {status: line, job_id: jid}
