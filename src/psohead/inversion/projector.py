@@ -124,6 +124,11 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
                           render_overrides=cfg.render_overrides, opacity=any(v.opacity is not None for v in views))
     bar = track(range(cfg.num_steps), "stage1", progress, desc="stage 1 (latent)",
                 preview_seconds=cfg.preview_seconds)
+    if init_ws is not None and bar.wants_preview():
+        # The start itself (an encoder's guess) with the stage's first event: the steps' renders
+        # carry the exploration noise, at its strongest early on. One render, no gradients.
+        with torch.no_grad(), autocast(device, precision):
+            bar.show(front_preview(render(w_init, views[:1])[0]))
     for step in bar:
         t = step / cfg.num_steps
         noise_scale = stats.w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
