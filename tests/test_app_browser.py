@@ -1,5 +1,6 @@
 """``psohead app`` end to end in real Chromium: the bundled model with a few steps, a real photo,
-the 3D viewer drawing the head, downloads, bad uploads, what the server serves, the offline report."""
+the live preview while it runs, the 3D viewer drawing the head, downloads, bad uploads, what the
+server serves, the offline report."""
 import os
 import re
 import socket
@@ -19,6 +20,23 @@ from conftest import REPO
 
 pytest.importorskip("gradio")
 SAMPLE = REPO / "examples" / "astronaut.jpg"
+# The live preview once it shows a loaded picture while the job still runs (checked in one go, so
+# that the results cannot arrive in between): its size, the spread of its pixel values, downloads.
+LIVE_PREVIEW = """() => {
+  const img = document.querySelector('#live img');
+  if (!img || !img.complete || !img.naturalWidth) return null;
+  if (!document.querySelector('#status').innerText.startsWith('Working')) return null;
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const ctx = c.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let sum = 0, sq = 0;
+  for (let i = 0; i < d.length; i += 4) { const v = (d[i] + d[i + 1] + d[i + 2]) / 3; sum += v; sq += v * v; }
+  const n = d.length / 4;
+  return {width: c.width, height: c.height, std: Math.sqrt(sq / n - (sum / n) ** 2),
+          downloads: document.querySelectorAll('#downloads a[download]').length};
+}"""
 RECORD_LOAD = """window.__viewer = new Promise((resolve) => {
   document.addEventListener('load', (e) => { if (e.target.localName === 'model-viewer') resolve('load'); }, true);
 });"""
@@ -86,7 +104,13 @@ def test_photo_to_head_in_the_browser(app_server, browser_page, tmp_path):
     page.wait_for_selector("#preview img")
     page.click("#run")
     page.wait_for_function("() => document.querySelector('#status').innerText.startsWith('Working')")
+    # the head being fitted shows before the results: the bundled model's front render (128 px)
+    live = page.wait_for_function(LIVE_PREVIEW, timeout=120_000).json_value()
+    assert live["width"] == live["height"] == 128 and live["downloads"] == 0, live
+    assert live["std"] > 10, live  # a picture of a head, not a blank square
+    page.screenshot(path=str(tmp_path / "app_running.png"), full_page=True)
     assert _status(page).startswith("Done"), page.locator("#status").inner_text()
+    page.locator("#live").wait_for(state="hidden", timeout=10_000)  # the results took its place
 
     page.wait_for_selector("#viewer canvas", timeout=30_000)
     drawn = 0.0

@@ -115,6 +115,43 @@ def test_graphed_step_matches_eager_and_follows_parameter_updates(stage):
     assert graphed.used_graphs and graphed.fallback is None
 
 
+@pytest.mark.parametrize("stage", [1, 2])
+def test_graphed_steps_preview_what_eager_steps_preview(stage):
+    """A graphed step's render lives in a static buffer that the next replay overwrites: each
+    step's preview must still be that step's picture, as the eager run shows it."""
+    import numpy as np
+
+    from inversion_tiny import rendered_target, tiny_generator
+    from psohead.inversion.losses import build_perceptual
+    from psohead.inversion.pivotal import PivotalConfig, tune
+    from psohead.inversion.projector import ProjectorConfig, latent_stats, project
+    from psohead.inversion.targets import TargetView
+
+    G = tiny_generator()
+    target, label, ws = rendered_target(G)
+    G = G.cuda()
+    views = [TargetView("front", target, label, 1.0).to("cuda")]
+    loss = build_perceptual("msssim").cuda()
+    stats = latent_stats(G, num_samples=256)
+
+    def previews(graphs: bool):
+        events = []
+        if stage == 1:
+            cfg = ProjectorConfig(num_steps=5, deterministic=True, cuda_graphs=graphs, preview_seconds=0)
+            result = project(G, views, loss, stats, cfg, progress=events.append)
+        else:
+            cfg = PivotalConfig(num_steps=5, deterministic=True, cuda_graphs=graphs, preview_seconds=0)
+            result = tune(G, ws.cuda(), views, loss, cfg, progress=events.append)[1]
+        assert result.cuda_graphs == graphs
+        return [e.preview.astype(int) for e in events if e.preview is not None]
+
+    graphed, eager = previews(True), previews(False)
+    assert len(graphed) == len(eager) == 5
+    for got, want in zip(graphed, eager):
+        assert np.abs(got - want).mean() < 1.0
+    assert np.abs(graphed[-1] - graphed[0]).mean() > 1.0  # the steps changed the picture
+
+
 def test_reconstructor_serves_photos_on_the_gpu_without_changing_its_network():
     """Two photos through one Reconstructor on CUDA: the loaded generator stays as loaded (its
     rendering options too) and the tuned copies render with the inversion's ray start."""

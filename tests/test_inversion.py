@@ -431,3 +431,26 @@ def test_projector_members_rendered_together_or_one_by_one_agree():
     assert float((apart.members - together.members).abs().mean()) < 2e-3
     assert float((apart.members[0] - apart.members[2]).abs().mean()) > 1e-2  # the noise separated them
     assert apart.history["mse_side"][-1] == pytest.approx(together.history["mse_side"][-1], rel=1e-2)
+
+
+def test_projector_from_a_given_latent_previews_that_latent_first():
+    """Started from a code (the encoder's guess), stage 1's first event shows that code's front
+    as it renders without exploration noise; the steps' own previews follow."""
+    from inversion_tiny import rendered_target, tiny_generator
+    from psohead.io.images import to_uint8
+    from psohead.inversion.projector import project
+    from psohead.inversion.targets import TargetView
+
+    G = tiny_generator()
+    image, label, ws = rendered_target(G, seed=4)
+    _, _, start = rendered_target(G, seed=5)
+    stats = latent_stats(G, num_samples=256)
+    events = []
+    project(G, [TargetView("front", image, label)], losses.build_perceptual("msssim"), stats,
+            ProjectorConfig(num_steps=2, deterministic=True, preview_seconds=0), progress=events.append,
+            init_ws=start)
+    shown = [(e.step, e.preview) for e in events if e.preview is not None]
+    assert [step for step, _ in shown] == [0, 1, 2]
+    truth = to_uint8(rendered_target(G, seed=5)[0])[0].astype(int)  # the start, rendered on its own
+    assert np.abs(shown[0][1] - truth).max() <= 1
+    assert np.abs(shown[1][1] - truth).mean() > 1  # step 0 renders it with exploration noise

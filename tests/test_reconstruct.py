@@ -376,3 +376,56 @@ def test_progress_events_name_every_stage_and_a_raising_callback_cancels(tiny, t
     with pytest.raises(Cancelled):
         R(image, tmp_path / "cancelled", label=label[0], back="prior", progress=cancel_in_stage2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing of the cancelled run
+
+
+def test_progress_previews_show_each_stage_throttled_and_end_on_the_saved_front(tiny, tmp_path):
+    """A callable sees the head being fitted: the step's own front render, uint8 at the image
+    size, at the first step of each stage and then as often as ``runtime.preview_seconds`` allows;
+    the last preview is the front the run saves, and the fit visibly approaches it."""
+    import numpy as np
+
+    from psohead.inversion.pipeline import Reconstructor
+    from psohead.progress import Progress
+
+    G, image, label, _ = tiny
+    R = Reconstructor(G, device="cpu", preset=_preset(3, 3, outputs_mesh=False))
+    size = (G.img_resolution, G.img_resolution, 3)
+    events: list[Progress] = []
+    R(image, tmp_path / "out", label=label[0], back="prior", progress=events.append, runtime_preview_seconds=0)
+    shown = [e for e in events if e.preview is not None]
+    assert all(e.preview.shape == size and e.preview.dtype == np.uint8 for e in shown)
+    # every step's render (taken during the step, reported after it), then the final front
+    assert [(e.stage, e.step) for e in shown] == [("stage1", 1), ("stage1", 2), ("stage1", 3),
+                                                  ("stage2", 1), ("stage2", 2), ("stage2", 3), ("views", 0)]
+    front = np.asarray(Image.open(tmp_path / "out" / "front.png").convert("RGB")).astype(int)
+    saved = front[:, front.shape[1] - size[1]:]  # input crop | render
+    assert np.abs(shown[-1].preview - saved).max() <= 1
+    # the steps show the fit closing in on that head: the last step far nearer to it than the first
+    error = [np.abs(e.preview - saved).mean() for e in shown[:-1]]
+    assert error[-1] < 0.25 * error[0] and error[-1] > 0  # (a step's render precedes its update)
+
+    events.clear()
+    R(image, None, label=label[0], back="prior", progress=events.append, runtime_preview_seconds=1e6)
+    assert [(e.stage, e.step) for e in events if e.preview is not None] == [("stage1", 1), ("stage2", 1)]
+
+
+def test_only_a_callable_is_offered_previews_and_they_are_throttled(monkeypatch):
+    import numpy as np
+
+    from psohead import progress as progress_module
+    from psohead.progress import track
+
+    assert not track(range(2), "stage1", True, preview_seconds=0).wants_preview()  # a bar
+    assert not track(range(2), "stage1", False, preview_seconds=0).wants_preview()
+    assert not track(range(2), "stage1", print, preview_seconds=None).wants_preview()
+    clock = [100.0]
+    monkeypatch.setattr(progress_module, "perf_counter", lambda: clock[0])
+    got = []
+    bar = track(range(5), "stage1", got.append, preview_seconds=2.0)
+    picture = np.zeros((4, 4, 3), np.uint8)
+    for step in bar:  # a step every 0.75 s: previews at 0, 2.25 and 4.5 s -> steps 0, 3
+        if bar.wants_preview():
+            bar.show(picture + step)
+        clock[0] += 0.75
+    assert [(e.step, int(e.preview[0, 0, 0])) for e in got if e.preview is not None] == [(1, 0), (4, 3)]
+    assert len(got) == 6 and got[-1].preview is None

@@ -1,7 +1,8 @@
 """The app's jobs: a bounded queue, a few device slots, one private folder per job that is
 deleted after a time-to-live, and a disk budget for the whole work folder.
 
-A job runs in its own thread; the page polls :attr:`Job.state` / :attr:`Job.progress`. Cancelling
+A job runs in its own thread; the page polls :attr:`Job.state`, :attr:`Job.progress` and
+:attr:`Job.preview` (the last picture of the head being fitted). Cancelling
 sets a flag that the pipeline's progress callback (:meth:`Job.report`) turns into
 :class:`Cancelled` at its next call, so a run stops between two steps.
 """
@@ -49,16 +50,21 @@ class Job:
         self.created = time.time()
         self.state = WAITING
         self.progress = None  # the last object the pipeline reported (stage, step, total, message)
+        self.preview = None  # the last preview it carried ([H,W,3] uint8; earlier ones are dropped)
         self.result = None
         self.error: BaseException | None = None
         self._cancel = threading.Event()
         self._finished = threading.Event()
 
     def report(self, progress) -> None:
-        """The pipeline's progress callback: records the report, stops the run once cancelled."""
+        """The pipeline's progress callback: records the report and its preview, if any; stops
+        the run once cancelled."""
         if self._cancel.is_set():
             raise Cancelled("cancelled")
         self.progress = progress
+        preview = getattr(progress, "preview", None)
+        if preview is not None:
+            self.preview = preview
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -1,5 +1,6 @@
-"""The Gradio page: photo and options on the left, live status, then the 3D head, turntable,
-views, comparisons and downloads on the right. Everything it loads is served by this process."""
+"""The Gradio page: photo and options on the left, live status; on the right a live preview of
+the head while it is fitted, then the 3D head, turntable, views, comparisons and downloads.
+Everything it loads is served by this process."""
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,8 @@ STAGE_WORDS = {"preprocess": "finding and cropping the face", "stage1": "stage 1
 BACK_CHOICES = ("auto", "prior", "none", "photo")
 PRESET_CHOICES = ("fast", "quality", "official")
 PREVIEW_SIDE = 320
-CSS = "#status{min-height:2.5em} footer{display:none}"
+# the live preview is as small as the network renders (128 px for the bundled model): shown at the box size
+CSS = "#status{min-height:2.5em} footer{display:none} #live img{width:100%;height:100%;object-fit:contain}"
 
 
 def status_line(job, ahead: int) -> str:
@@ -99,14 +101,15 @@ class JobRunner:
         return collect(out, zip_folder(out, job.folder / f"psohead-{job.id}.zip"))
 
     def run(self, photo, preset, back_mode, back_photo, extra, extra_yaw):
-        """Generator behind the Reconstruct button: yields (status, job id, results or None)."""
+        """Generator behind the Reconstruct button: yields (status, job id, preview or None,
+        results or None); a preview is the job's latest, given once, while the job runs."""
         if preset not in PRESET_CHOICES:
-            yield f"⚠ unknown preset {preset!r}", None, None
+            yield f"⚠ unknown preset {preset!r}", None, None, None
             return
         try:
             job = self.jobs.admit()
         except Busy as err:
-            yield f"⚠ {err}", None, None
+            yield f"⚠ {err}", None, None, None
             return
         finished = False
         try:
@@ -114,23 +117,25 @@ class JobRunner:
                 args = self.prepare(job, photo, back_mode, back_photo, extra, extra_yaw)
             except InputError as err:
                 self.jobs.discard(job)
-                yield f"⚠ {err}", None, None
+                yield f"⚠ {err}", None, None, None
                 finished = True
                 return
             self.jobs.start(job, lambda j: self.work(j, args, preset))
-            last = None
+            last_line, last_preview = None, None
             while not job.wait(POLL_SECONDS):
-                line = status_line(job, self.jobs.ahead_of(job))
-                if line != last:
-                    last = line
-                    yield line, job.id, None
+                line, preview = status_line(job, self.jobs.ahead_of(job)), job.preview
+                new = preview if preview is not last_preview else None
+                if line != last_line or new is not None:
+                    last_line, last_preview = line, preview
+                    yield line, job.id, new, None
             finished = True
             if job.state == DONE:
-                yield f"Done in {time.time() - job.created:.0f} s. Drag the head to turn it.", job.id, job.result
+                yield (f"Done in {time.time() - job.created:.0f} s. Drag the head to turn it.", job.id, None,
+                       job.result)
             elif job.state == CANCELLED:
-                yield "Cancelled.", None, None
+                yield "Cancelled.", None, None, None
             else:
-                yield f"⚠ {describe_error(job.error)}", None, None
+                yield f"⚠ {describe_error(job.error)}", None, None, None
         finally:
             if not finished:  # the page went away mid-run: stop the work
                 job.cancel()
@@ -179,6 +184,8 @@ def build_page(runner: JobRunner):
                     cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
                 status = gr.Markdown(elem_id="status")
             with gr.Column(scale=2):
+                live = gr.Image(label="Live preview: the head as it is being fitted (front view)", interactive=False,
+                                height=PREVIEW_SIDE, visible=False, elem_id="live")
                 viewer = gr.Model3D(label="3D head — drag to turn, scroll to zoom", height=440,
                                     clear_color=(0.96, 0.96, 0.96, 1.0), elem_id="viewer")
                 with gr.Row():
@@ -192,17 +199,23 @@ def build_page(runner: JobRunner):
         # Gradio 6's Model3D does not draw a value streamed by a generator: the generator hands the
         # GLB over in a State and a plain step after it shows it.
         glb = gr.State(None)
-        outputs = [status, job_id, glb, video, views, front, back_cmp, downloads]
+        outputs = [status, job_id, live, glb, video, views, front, back_cmp, downloads]
 
         def run_job(photo_v, preset_v, back_v, back_photo_v, extra_v, yaw_v):
-            yield {glb: None, video: None, views: None, front: None, back_cmp: None, downloads: None}
-            for line, jid, res in runner.run(photo_v, preset_v, back_v, back_photo_v, extra_v, yaw_v):
-                if res is None:
-                    yield {status: line, job_id: jid}
-                else:
+            yield {live: gr.update(value=None, visible=False), glb: None, video: None, views: None, front: None,
+                   back_cmp: None, downloads: None}
+            previewed = False
+            for line, jid, picture, res in runner.run(photo_v, preset_v, back_v, back_photo_v, extra_v, yaw_v):
+                update = {status: line, job_id: jid}
+                if picture is not None:
+                    update[live], previewed = gr.update(value=picture, visible=True), True
+                if res is not None:
                     shown = {glb: res.glb, video: res.video, views: res.views, front: res.front, back_cmp: res.back}
-                    yield {status: line, job_id: jid, downloads: [str(p) for p in res.downloads],
-                           **{c: None if p is None else str(p) for c, p in shown.items()}}
+                    update.update({downloads: [str(p) for p in res.downloads],
+                                   **{c: None if p is None else str(p) for c, p in shown.items()}})
+                yield update
+            if previewed:  # the job ended: its results (or a message) take the preview's place
+                yield {live: gr.update(value=None, visible=False)}
 
         photo.change(runner.preview, [photo], [preview, status], queue=False)
         back.change(lambda b: gr.update(visible=b == "photo"), [back], [back_photo], queue=False)

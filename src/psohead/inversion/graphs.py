@@ -14,9 +14,18 @@ import traceback
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..io.images import to_uint8
 from .targets import TargetView
+
+
+def front_preview(images: torch.Tensor) -> np.ndarray:
+    """A step's render of its first view (the photo's camera: every stage supervises it first) as
+    [H,W,3] uint8, copied to the host now: a graphed step's output is a static buffer that the next
+    replay overwrites. The copy waits for the device, so take it only at the steps that preview."""
+    return to_uint8(images[:1])[0]
 
 
 class _Render(torch.nn.Module):

@@ -67,7 +67,8 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True, ov
         G, ws, delta = rec.G, rec.ws, rec.delta
         batch = cfg.render_batch or (CUDA_RENDER_BATCH if ws.device.type == "cuda" else CPU_RENDER_BATCH)
         t = time.perf_counter()
-        announce(progress, "views")
+        front_render = to_uint8(rec.render(rec.render_label))[0]
+        announce(progress, "views", preview=front_render)  # the final head, while the rest is written
         rec.crop.save(tmp / "crop.png")
         if rec.mask is not None:
             rec.mask.save(tmp / "mask.png")
@@ -76,7 +77,6 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True, ov
         views = render_views(G, ws, [math.radians(a) for a in VIEW_YAWS_DEG], delta=delta,
                              batch_size=batch, deterministic=True)
         save_grid(views, tmp / "views.png", cols=4, captions=[f"yaw {a}" for a in VIEW_YAWS_DEG])
-        front_render = to_uint8(rec.render(rec.render_label))[0]
         crop = np.asarray(rec.crop.resize(front_render.shape[1::-1]))
         write_image(tmp / "front.png", _side_by_side(crop, front_render))
         back_render = to_uint8(rec.render(rec.back_label()))[0]

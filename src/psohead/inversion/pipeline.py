@@ -260,7 +260,7 @@ class Reconstructor:
         s1 = project(G, views, self.perceptual, stats,
                      ProjectorConfig(num_steps=cfg.stage1.steps, initial_learning_rate=cfg.stage1.learning_rate,
                                      deterministic=cfg.rays.deterministic, cuda_graphs=cfg.runtime.cuda_graphs,
-                                     render_overrides=ro or None),
+                                     render_overrides=ro or None, preview_seconds=cfg.runtime.preview_seconds),
                      seed=seed, progress=progress, precision=precision, members=members, init_ws=init_ws)
         timings["stage1"] = s1.seconds
 
@@ -280,7 +280,7 @@ class Reconstructor:
         G_t, s2 = tune(G, s1.ws, views, self.perceptual,
                        PivotalConfig(num_steps=cfg.stage2.steps, learning_rate=cfg.stage2.learning_rate,
                                      deterministic=cfg.rays.deterministic, cuda_graphs=cfg.runtime.cuda_graphs,
-                                     render_overrides=ro or None),
+                                     render_overrides=ro or None, preview_seconds=cfg.runtime.preview_seconds),
                        progress=progress, precision=precision)
         timings["stage2"] = s2.seconds
         return Reconstruction(

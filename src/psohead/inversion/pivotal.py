@@ -17,7 +17,7 @@ from ..progress import ProgressLike, track
 from .losses import PerceptualLoss
 from .precision import autocast
 from .projector import StageResult, finish_history
-from .graphs import StepRenderer
+from .graphs import StepRenderer, front_preview
 from .targets import TargetCache, TargetView, full_terms, step_views, terms_dict, views_loss
 
 
@@ -29,6 +29,7 @@ class PivotalConfig:
     cuda_graphs: bool = True  # on CUDA: replay each step's render as a CUDA graph (see graphs.py)
     render_overrides: dict | None = None  # rendering options of every render (e.g. the ray start)
     log_every: int = 10
+    preview_seconds: float | None = None  # live previews for a progress callable (progress.Tracker; None: none)
 
 
 def tuned_parameters(G) -> list[torch.nn.Parameter]:
@@ -56,11 +57,14 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
                           render_overrides=cfg.render_overrides, opacity=any(v.opacity is not None for v in views))
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     cache = TargetCache()
-    bar = track(range(cfg.num_steps), "stage2", progress, desc="stage 2 (tuning)")
+    bar = track(range(cfg.num_steps), "stage2", progress, desc="stage 2 (tuning)",
+                preview_seconds=cfg.preview_seconds)
     for step in bar:
         active, step_targets = step_views(views, step)
         with autocast(device, precision):
             images, opacity = render(ws, step_targets)
+            if bar.wants_preview():
+                bar.show(front_preview(images))
             loss, terms = views_loss(images.float(), step_targets, perceptual, cache=cache,
                                      opacity=None if opacity is None else opacity.float())
         opt.zero_grad(set_to_none=True)

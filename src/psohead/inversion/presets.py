@@ -185,10 +185,14 @@ class Runtime:
 
     cuda_graphs: bool = True  # on CUDA, replay each step as a CUDA graph (needs rays.deterministic)
     precision: str = "fp32"  # fp32 | tf32 | bf16 (the last two on CUDA only)
+    # least seconds between two live previews a progress callable receives from a stage (the
+    # first step of each stage always sends one; 0: every step); bars and silent runs take none
+    preview_seconds: float = 2.0
 
     def __post_init__(self):
         _check(self.precision in PRECISIONS, "runtime.precision", f"must be one of {', '.join(PRECISIONS)}",
                self.precision)
+        _check(self.preview_seconds >= 0, "runtime.preview_seconds", "must be >= 0", self.preview_seconds)
 
 
 SECTIONS = {"stage1": Stage1, "stage2": Stage2, "rays": Rays, "back": BackPrior, "shape": Shape,

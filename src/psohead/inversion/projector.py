@@ -22,7 +22,7 @@ from ..camera import build_label, lookat_pose
 from ..progress import ProgressLike, track
 from .losses import PerceptualLoss
 from .precision import autocast
-from .graphs import StepRenderer
+from .graphs import StepRenderer, front_preview
 from .targets import TERMS, TargetCache, TargetView, full_terms, row_of, step_views, terms_dict, views_loss
 
 W_STATS_SEED = 123  # the official RandomState seed for the mean-latent statistics
@@ -41,6 +41,7 @@ class ProjectorConfig:
     cuda_graphs: bool = True  # on CUDA: replay each step's render as a CUDA graph (see graphs.py)
     render_overrides: dict | None = None  # rendering options of every render (e.g. the ray start)
     log_every: int = 10
+    preview_seconds: float | None = None  # live previews for a progress callable (progress.Tracker; None: none)
 
 
 @dataclass
@@ -121,7 +122,13 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
     cache = TargetCache()
     render = StepRenderer(G, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision,
                           render_overrides=cfg.render_overrides, opacity=any(v.opacity is not None for v in views))
-    bar = track(range(cfg.num_steps), "stage1", progress, desc="stage 1 (latent)")
+    bar = track(range(cfg.num_steps), "stage1", progress, desc="stage 1 (latent)",
+                preview_seconds=cfg.preview_seconds)
+    if init_ws is not None and bar.wants_preview():
+        # The start itself (an encoder's guess) with the stage's first event: the steps' renders
+        # carry the exploration noise, at its strongest early on. One render, no gradients.
+        with torch.no_grad(), autocast(device, precision):
+            bar.show(front_preview(render(w_init, views[:1])[0]))
     for step in bar:
         t = step / cfg.num_steps
         noise_scale = stats.w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
@@ -141,6 +148,8 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
                 ws = ws.repeat_interleave(len(step_targets), 0)
             with autocast(device, precision):
                 images, opacity = render(ws, step_targets * k)
+                if lo == 0 and bar.wants_preview():  # the pivot's front (member-major)
+                    bar.show(front_preview(images))
                 loss, terms = views_loss(images.float(), step_targets * k, perceptual, cache=cache,
                                          opacity=None if opacity is None else opacity.float())
             loss.backward()
