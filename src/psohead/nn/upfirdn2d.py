@@ -81,7 +81,9 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Pair = 1, down: Pair 
     px0, px1, py0, py1 = parse_padding(padding)
     n, c, h, w = x.shape
     upsampling, downsampling = upx > 1 or upy > 1, downx > 1 or downy > 1
-    if f.ndim == 2 and upsampling != downsampling:
+    # on CUDA the zero-insert form is the faster one: its depthwise kernels beat the strided
+    # transposed one there (BENCHMARKS.md, "Generator throughput")
+    if f.ndim == 2 and upsampling != downsampling and x.device.type == "cpu":
         return _polyphase(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain)
 
     if upsampling:
