@@ -9,8 +9,9 @@ checked when a section is made, however it is made. Presets:
   fixed);
 * ``fast`` — fewer steps of the same schedule with fixed ray samples (less noise per step, so
   fewer steps are needed, and on CUDA each step replays as a CUDA graph), a richer pseudo back
-  (±45° views, the photo's hair colour, mirror-averaged, blended towards the mean head) and
-  smaller video and mesh;
+  (±45° views, the photo's hair colour and its evenness, mirror-averaged, blended towards the
+  mean head), the geometric pseudo-label (an adult head fitted to the face bounds the outline at
+  the sides and the back, with room for the hair the photo shows) and smaller video and mesh;
 * ``quality`` — ``fast`` with four stage-1 latents whose back renders are averaged, and the blend
   towards the mean head made per pixel where they disagree: a better back for a longer stage 1;
 * ``preview`` — the encoder's latent alone (no optimisation, no mesh, a short video): seconds on
@@ -320,8 +321,9 @@ PRESETS = {
     "official": Preset("official"),
     "fast": Preset("fast", stage1=Stage1(steps=120, w_avg_samples=2000), stage2=Stage2(steps=80),
                    rays=Rays(deterministic=True),
-                   back=BackPrior(augment_degrees=45.0, augment_alternate=True, colour_match=True,
+                   back=BackPrior(augment_degrees=45.0, augment_alternate=True, colour_match=True, colour_spread=True,
                                   mirror_average=True, shrink="flat", shrink_amount=0.1),
+                   shape=Shape(weight=1.0),
                    outputs=Outputs(video_frames=72, video_fps=24, mesh_resolution=128)),
 }
 PRESETS["quality"] = replace(PRESETS["fast"], name="quality", stage1=replace(PRESETS["fast"].stage1, members=4),
