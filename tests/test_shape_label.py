@@ -202,8 +202,13 @@ def test_reconstruction_sizes_the_labels_room_from_the_photos_mask():
     for hair_from_photo, lo, hi in ((True, thick - 0.5, 8.0), (False, 1.5, 1.5)):
         R = Reconstructor(tiny_generator(), device="cpu", preset="fast", stage1_steps=1, stage2_steps=1,
                           stage1_w_avg_samples=50, shape_weight=1.0, shape_hair_from_photo=hair_from_photo)
-        rec = R(image, label=label[0], mask=(mask * 255).astype(np.uint8), landmarks=landmarks, back="none",
+        rec = R(image, label=label[0], mask=(mask * 255).astype(np.uint8), landmarks=landmarks, back="prior",
                 progress=False)
         shape = rec.settings["shape"]
         assert shape["used"] and shape["landmarks_fitted"]
         assert all(lo <= v <= hi for v in shape["margin_cm"]), (hair_from_photo, shape["margin_cm"])
+        assert sum(v.source == "shape" for v in rec.views) == 3
+    # the photo alone (plain PTI): no pseudo-label of any kind
+    rec = R(image, label=label[0], mask=(mask * 255).astype(np.uint8), landmarks=landmarks, back="none",
+            progress=False)
+    assert not rec.settings["shape"]["used"] and [v.source for v in rec.views] == ["input"]

@@ -245,7 +245,7 @@ class Reconstructor:
         known, back_record = known_back_views(plan, G, stats.w_avg, prepared.label, prepared.mask, front, res,
                                               self._fk_bank() if plan.kind == "fk" else None, ro or None)
         views += [v.to(dev) for v in known]
-        shape, shape_record = self._shape_views(prepared, front, cfg)
+        shape, shape_record = self._shape_views(prepared, front, cfg, plan.kind)
         if cfg.shape.stage1:
             views += shape
         timings["setup"] = time.perf_counter() - t
@@ -294,9 +294,10 @@ class Reconstructor:
                       "ray_start": float(G_t.rendering_kwargs.get("ray_start", float("nan"))),
                       "w_std": stats.w_std, "shape": shape_record})
 
-    def _shape_views(self, prepared, front: TargetView, cfg: Preset) -> tuple[list[TargetView], dict]:
-        """The geometric pseudo-label's views (none with ``shape.weight`` 0) and what was fitted."""
-        if cfg.shape.weight <= 0:
+    def _shape_views(self, prepared, front: TargetView, cfg: Preset, back: str) -> tuple[list[TargetView], dict]:
+        """The geometric pseudo-label's views and what was fitted; none with ``shape.weight`` 0 or
+        the back strategy ``none`` (the photo alone: no pseudo-label of any kind, plain PTI)."""
+        if cfg.shape.weight <= 0 or back == "none":
             return [], {"used": False}
         landmarks = prepared.landmarks if prepared.landmarks is not None else crop_landmarks(prepared.image)
         fitted = fit_head(landmarks, prepared.image.size[0], front.label)
