@@ -9,7 +9,7 @@ import torch
 from psohead.api import generator_digest, load_encoder, load_generator, save_encoder
 from psohead.checkpoint.safetensors_io import save_network, write_network
 from psohead.errors import CheckpointError, InputError
-from psohead.training.encoder import (EncoderTrainOptions, heldout_samples, latent_error, resume_options,
+from psohead.training.encoder import (EncoderTrainOptions, heldout_samples, latent_error, resume_training,
                                       train_encoder)
 
 from conftest import require_shared
@@ -69,7 +69,7 @@ def test_resumed_chunks_continue_the_same_run(tiny_net, tmp_path):
                                 image_every=2))
     assert first["step"] == 2
     run = tmp_path / "b" / "E-run"
-    second = train_encoder(resume_options(run, {"steps": 1}), resume=str(run))
+    second = resume_training(run, {"steps": 1})
     assert (whole["step"], second["step"]) == (3, 3)
     a = load_encoder(tmp_path / "a" / "E.safetensors").state_dict()
     b = load_encoder(tmp_path / "b" / "E.safetensors").state_dict()

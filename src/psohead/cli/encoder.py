@@ -23,16 +23,16 @@ def _changes(args) -> dict:
 
 def _train_encoder(args) -> int:
     from ..errors import InputError
-    from ..training.encoder import EncoderTrainOptions, resume_options, train_encoder
+    from ..training.encoder import EncoderTrainOptions, resume_training, train_encoder
 
     changes = _changes(args)
     if args.resume:
         if "encoder" in changes:
             raise InputError("--encoder-* flags describe a new network; they cannot change a resumed run")
-        opts = resume_options(args.resume, changes)
+        summary = resume_training(args.resume, changes)
     else:
-        opts = EncoderTrainOptions(**changes)
-    print(json.dumps(train_encoder(opts, resume=args.resume)))
+        summary = train_encoder(EncoderTrainOptions(**changes))
+    print(json.dumps(summary))
     return 0
 
 

@@ -236,17 +236,23 @@ class _RealCrops:
         return img, label, render_label
 
 
-def resume_options(run_dir, changes: dict) -> EncoderTrainOptions:
-    """The options of the run in ``run_dir`` with ``changes`` (the flags given again) applied;
-    the run folder is ``run_dir`` wherever it was first made."""
-    saved = EncoderTrainOptions.from_dict(_load_state(run_dir)["options"])
-    return dataclasses.replace(saved, **changes, run_dir=str(run_dir))
+def train_encoder(opts: EncoderTrainOptions) -> dict:
+    """Train a new encoder; returns a summary dict."""
+    return _train(opts, None, None)
 
 
-def train_encoder(opts: EncoderTrainOptions, resume: str | None = None) -> dict:
-    """Train an encoder, or continue the run in the folder ``resume`` (its options with
-    :func:`resume_options`); returns a summary dict."""
-    snap = _load_state(resume) if resume is not None else None
+def resume_training(run_dir, changes: dict) -> dict:
+    """Continue the encoder run in ``run_dir``: its saved options with ``changes`` (the flags given
+    again) applied, the run folder ``run_dir`` wherever it was first made; returns a summary dict.
+    The run's state (tens of MB) is read once, for the options and the training both."""
+    snap = _load_state(run_dir)
+    opts = dataclasses.replace(EncoderTrainOptions.from_dict(snap["options"]), **changes, run_dir=str(run_dir))
+    return _train(opts, snap, str(run_dir))
+
+
+def _train(opts: EncoderTrainOptions, snap: dict | None, resume: str | None) -> dict:
+    """:func:`train_encoder` (``snap`` None) or :func:`resume_training` of the run folder ``resume``
+    whose state is ``snap``."""
     opts.validate()
     run = opts.run_folder()
     check_output_file(opts.out, (".safetensors",), "encoder file")
