@@ -301,15 +301,15 @@ class Reconstructor:
             return [], {"used": False}
         landmarks = prepared.landmarks if prepared.landmarks is not None else crop_landmarks(prepared.image)
         fitted = fit_head(landmarks, prepared.image.size[0], front.label)
-        margin = cfg.shape.margin_cm
+        margin = (cfg.shape.margin_cm, cfg.shape.margin_cm)  # above, beside
         if cfg.shape.hair_from_photo and prepared.mask is not None:
-            margin = hair_room_cm(fitted, front.label, prepared.mask, margin)
+            margin = hair_room_cm(fitted, front.label, prepared.mask, cfg.shape.margin_cm)
         views = shape_views(fitted, prepared.label, int(self.G.neural_rendering_resolution), cfg.shape.weight,
                             margin, cfg.shape.inner_cm)
         return [v.to(self.device) for v in views], {
             "used": True, "landmarks_fitted": fitted.rms_px is not None, "scale": fitted.record["scale"],
             "offset": fitted.offset.tolist(), "rms_px": fitted.rms_px,
-            "margin_cm": list(margin) if isinstance(margin, tuple) else [margin, margin]}
+            "margin_cm": list(margin)}
 
 
 def reconstruct(image, out: str | os.PathLike | None = None, *, network="default", device="auto",

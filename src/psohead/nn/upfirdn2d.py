@@ -81,10 +81,11 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Pair = 1, down: Pair 
     px0, px1, py0, py1 = parse_padding(padding)
     n, c, h, w = x.shape
     upsampling, downsampling = upx > 1 or upy > 1, downx > 1 or downy > 1
+    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     # on CUDA the zero-insert form is the faster one: its depthwise kernels beat the strided
     # transposed one there (BENCHMARKS.md, "Generator throughput")
     if f.ndim == 2 and upsampling != downsampling and x.device.type == "cpu":
-        return _polyphase(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter, gain)
+        return _polyphase(x, f, (upx, upy), (downx, downy), (px0, px1, py0, py1), flip_filter)
 
     if upsampling:
         x = x.reshape(n, c, h, 1, w, 1)
@@ -94,7 +95,6 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Pair = 1, down: Pair 
     # F.pad crops on negative values, which is exactly the official pad-or-crop rule.
     x = F.pad(x, [px0, px1, py0, py1])
 
-    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
@@ -109,15 +109,14 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: Pair = 1, down: Pair 
 
 
 def _polyphase(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], down: tuple[int, int],
-               padding: tuple[int, int, int, int], flip_filter: bool, gain: float) -> torch.Tensor:
-    """:func:`upfirdn2d` with a 2-D filter that only up- or only downsamples, without the zeros:
+               padding: tuple[int, int, int, int], flip_filter: bool) -> torch.Tensor:
+    """:func:`upfirdn2d` with a 2-D filter (gain applied) that only up- or only downsamples, without the zeros:
     upsampling is a strided transposed convolution (the inserted zeros never multiplied; ``up``²
     times fewer products), downsampling a strided convolution (only the kept outputs computed).
     The same sums as the zero-insert / subsample form, up to float rounding."""
     (upx, upy), (downx, downy) = up, down
     px0, px1, py0, py1 = padding
     c = x.shape[1]
-    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     kh, kw = f.shape
     if downx > 1 or downy > 1:
         taps = f if flip_filter else f.flip([0, 1])  # conv2d correlates: a true convolution flips the taps
