@@ -1,6 +1,7 @@
 """The latent encoder: training on a tiny generator, its file format and generator check, resume,
 and its use as the first guess of a reconstruction (CLI, tiny network)."""
 import json
+import math
 import struct
 
 import pytest
@@ -76,6 +77,21 @@ def test_resumed_chunks_continue_the_same_run(tiny_net, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same steps on the same samples
     with pytest.raises(InputError, match="already holds an encoder run"):
         train_encoder(_opts(tiny_net, tmp_path / "b" / "E.safetensors", steps=1))
+
+
+def test_a_new_run_can_start_from_an_encoder_file(tiny_net, trained, tmp_path):
+    out, result = trained
+    start = train_encoder(_opts(tiny_net, tmp_path / "c" / "E.safetensors", steps=0, encoder={}, init_from=str(out)))
+    fresh = train_encoder(_opts(tiny_net, tmp_path / "d" / "E.safetensors", steps=0))
+    # where the file left off (up to its float16 storage), not where a new encoder starts
+    assert start["heldout_latent_error"] == pytest.approx(result["heldout_latent_error"], rel=0.01)
+    assert start["heldout_latent_error"] < 0.9 * fresh["heldout_latent_error"]
+    more = train_encoder(_opts(tiny_net, tmp_path / "e" / "E.safetensors", steps=4, encoder={}, init_from=str(out)))
+    assert more["step"] == 4 and math.isfinite(more["heldout_latent_error"])
+    with pytest.raises(InputError, match="--init-from"):
+        train_encoder(_opts(tiny_net, tmp_path / "f" / "E.safetensors", steps=1, init_from=str(out)))
+    with pytest.raises(InputError, match="--init-from"):
+        resume_training(tmp_path / "c" / "E-run", {"steps": 1, "init_from": str(out)})
 
 
 def test_encoder_refuses_another_generator(tiny_net, trained):

@@ -120,3 +120,38 @@ def test_cached_target_features_give_the_same_loss_and_gradient(tmp_path):
         assert torch.allclose(loss, ref_loss, rtol=1e-5) and torch.allclose(terms, ref_terms, rtol=1e-5, atol=1e-7, equal_nan=True)
     assert torch.allclose(torch.autograd.grad(loss, images)[0], torch.autograd.grad(ref_loss, images)[0],
                           atol=1e-7)
+
+
+def test_bounded_views_render_the_opacity_synthesis_gives():
+    """A step with picture and opacity-bound views: the pictured ones get synthesis's images, the
+    bounded ones its image_mask (at the network's resolution, the same rays; at half of it, the
+    image_mask of a half-resolution synthesis), and gradients flow to the latent through both."""
+    from inversion_tiny import rendered_target, tiny_generator
+
+    torch.manual_seed(0)
+    G = tiny_generator().requires_grad_(False)
+    target, label, ws = rendered_target(G, seed=5)
+    res = int(G.neural_rendering_resolution)
+    side = [TargetView(name, None, lab, w, None, "shape", opacity=torch.ones(1, 2, r, r))
+            for (name, lab, w), r in zip(back_cameras(label, 30.0), (res, res, res))]
+    views = [TargetView("front", target, label, 1.0), side[0], TargetView("back", target, side[1].label, 0.5), side[2]]
+    w = ws.clone().requires_grad_(True)
+    images, opacity = StepRenderer(G, deterministic=True)(w, views)
+    assert images.shape[0] == 2 and opacity.shape == (2, 1, res, res)
+    for got, v in zip(images, (views[0], views[2])):
+        want = G.synthesis(ws, v.label, noise_mode="const", deterministic=True)["image"][0]
+        assert torch.allclose(got, want, atol=1e-5)
+    for got, v in zip(opacity, (views[1], views[3])):
+        want = G.synthesis(ws, v.label, noise_mode="const", deterministic=True)["image_mask"][0]
+        assert torch.allclose(got, want, atol=1e-6)
+    grad, = torch.autograd.grad(opacity.sum(), w)
+    assert grad.abs().sum() > 0
+
+    half = [TargetView(v.name, None, v.label, v.weight, None, "shape", opacity=torch.ones(1, 2, res // 2, res // 2))
+            for v in side[:1]]
+    _, small = StepRenderer(G, deterministic=True)(ws, half)
+    want = G.synthesis(ws, half[0].label, neural_rendering_resolution=res // 2, noise_mode="const",
+                       deterministic=True)["image_mask"]
+    assert small.shape[-1] == res // 2 and torch.allclose(small, want, atol=1e-6)
+    with pytest.raises(ValueError, match="differ in size"):
+        StepRenderer(G, deterministic=True)(ws, [side[0]] + half)

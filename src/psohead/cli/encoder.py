@@ -5,7 +5,7 @@ import json
 
 # CLI flag -> EncoderTrainOptions field, for flags whose value (when given) replaces the default or
 # the resumed run's.
-_OPTION_FLAGS = ("network", "out", "run_dir", "data", "batch", "lr", "warmup_steps", "latent_weight",
+_OPTION_FLAGS = ("network", "out", "run_dir", "init_from", "data", "batch", "lr", "warmup_steps", "latent_weight",
                  "image_weight", "image_every", "image_batch", "perceptual", "perceptual_weight", "vgg16",
                  "yaw_std", "max_yaw", "pitch_std", "w_avg_samples", "heldout", "seed", "steps", "kimg",
                  "max_minutes", "log_every", "grid_every", "snapshot_every", "device", "progress")
@@ -45,6 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="encoder file (.safetensors), written at the end of every run")
     p.add_argument("--run-dir", help="run folder (state, log.jsonl, sample grids); default: <out stem>-run beside --out")
     p.add_argument("--resume", help="continue the run in this run folder")
+    p.add_argument("--init-from", help="start a new run from this encoder file (e.g. 'default': the bundled one), "
+                                       "trained for the same --network")
     p.add_argument("--data", help="aligned crops + dataset.json (psohead crop's output): real images, image loss only")
     p.add_argument("--steps", type=int, help="steps in this run")
     p.add_argument("--kimg", type=float, help="or thousands of generator samples in this run")

@@ -304,8 +304,8 @@ class Reconstructor:
         margin = (cfg.shape.margin_cm, cfg.shape.margin_cm)  # above, beside
         if cfg.shape.hair_from_photo and prepared.mask is not None:
             margin = hair_room_cm(fitted, front.label, prepared.mask, cfg.shape.margin_cm)
-        views = shape_views(fitted, prepared.label, int(self.G.neural_rendering_resolution), cfg.shape.weight,
-                            margin, cfg.shape.inner_cm)
+        res = cfg.shape.resolution or int(self.G.neural_rendering_resolution)
+        views = shape_views(fitted, prepared.label, res, cfg.shape.weight, margin, cfg.shape.inner_cm)
         return [v.to(self.device) for v in views], {
             "used": True, "landmarks_fitted": fitted.rms_px is not None, "scale": fitted.record["scale"],
             "offset": fitted.offset.tolist(), "rms_px": fitted.rms_px,

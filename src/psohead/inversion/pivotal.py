@@ -54,7 +54,7 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
     # fused: one kernel for all parameters on CUDA instead of a few per parameter group
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=(0.9, 0.999), fused=device.type == "cuda")
     render = StepRenderer(G_t, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision,
-                          render_overrides=cfg.render_overrides, opacity=any(v.opacity is not None for v in views))
+                          render_overrides=cfg.render_overrides)
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     cache = TargetCache()
     bar = track(range(cfg.num_steps), "stage2", progress, desc="stage 2 (tuning)",
@@ -65,8 +65,7 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
             images, opacity = render(ws, step_targets)
             if bar.wants_preview():
                 bar.show(front_preview(images))
-            loss, terms = views_loss(images.float(), step_targets, perceptual, cache=cache,
-                                     opacity=None if opacity is None else opacity.float())
+            loss, terms = views_loss(images, step_targets, perceptual, cache=cache, opacity=opacity)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -132,11 +132,16 @@ class Shape:
     hair_from_photo: bool = True  # grow the margin by the hair (or hat) the photo's mask shows above and beside the head
     inner_cm: float = 0.5  # the least: its silhouette shrunk by this
     stage1: bool = True  # bound stage 1 too (stage 2 always, when the weight is > 0)
+    # rays a side of the label's renders (opacity only, no super-resolution); none: the network's
+    # neural rendering resolution. The outline is coarse: 32 keeps a quarter of 64's rays
+    resolution: int | None = 32
 
     def __post_init__(self):
         _check(self.weight >= 0, "shape.weight", "must be >= 0", self.weight)
         _check(0 <= self.margin_cm <= 20, "shape.margin_cm", "must be in [0, 20]", self.margin_cm)
         _check(0 <= self.inner_cm <= 5, "shape.inner_cm", "must be in [0, 5]", self.inner_cm)
+        _check(self.resolution is None or 8 <= self.resolution <= 512, "shape.resolution",
+               "must be in 8..512 or none", self.resolution)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}
     cache = TargetCache()
     render = StepRenderer(G, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision,
-                          render_overrides=cfg.render_overrides, opacity=any(v.opacity is not None for v in views))
+                          render_overrides=cfg.render_overrides)
     bar = track(range(cfg.num_steps), "stage1", progress, desc="stage 1 (latent)",
                 preview_seconds=cfg.preview_seconds)
     if init_ws is not None and bar.wants_preview():
@@ -150,8 +150,7 @@ def project(G, views: list[TargetView], perceptual: PerceptualLoss, stats: Laten
                 images, opacity = render(ws, step_targets * k)
                 if lo == 0 and bar.wants_preview():  # the pivot's front (member-major)
                     bar.show(front_preview(images))
-                loss, terms = views_loss(images.float(), step_targets * k, perceptual, cache=cache,
-                                         opacity=None if opacity is None else opacity.float())
+                loss, terms = views_loss(images, step_targets * k, perceptual, cache=cache, opacity=opacity)
             loss.backward()
             total = total + loss.detach()
             if lo == 0:

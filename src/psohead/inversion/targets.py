@@ -115,12 +115,14 @@ class TargetCache:
         return self._sets[key]
 
 
-def views_loss(images: torch.Tensor, views: list[TargetView], perceptual: PerceptualLoss,
+def views_loss(images: torch.Tensor | None, views: list[TargetView], perceptual: PerceptualLoss,
                mse_weight: float = MSE_WEIGHT, perceptual_weight: float = PERCEPTUAL_WEIGHT,
                cache: TargetCache | None = None, opacity: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted sum over views of mse_weight*MSE + perceptual_weight*P (views with an image) and
-    of the opacity term (views with opacity bounds; ``opacity`` [V,1,h,w] is the render's).
+    """Weighted sum over views of mse_weight*MSE + perceptual_weight*P (views with an image;
+    ``images`` [P,3,H,W] are their renders, in order) and of the opacity term (views with opacity
+    bounds; ``opacity`` [B,1,h,w] their renders' opacity, in order) - as :class:`StepRenderer
+    <psohead.inversion.graphs.StepRenderer>` returns them; both are compared in float32.
 
     Returns (loss, terms) with terms = detached [3,V] (rows :data:`TERMS`, NaN where a view has no
     such term), kept on the device so that logging costs no per-step synchronisation. ``cache`` (a
@@ -128,26 +130,27 @@ def views_loss(images: torch.Tensor, views: list[TargetView], perceptual: Percep
     """
     pictured = [i for i, v in enumerate(views) if v.image is not None]
     bounded = [i for i, v in enumerate(views) if v.opacity is not None]
-    terms = images.new_full((len(TERMS), len(views)), float("nan"))
-    loss = images.new_zeros(())
+    for rows, given, what in ((pictured, images, "images"), (bounded, opacity, "opacity")):
+        if rows and (given is None or given.shape[0] != len(rows)):
+            raise ValueError(f"{len(rows)} views need {what}, got {None if given is None else given.shape[0]}")
+    images, opacity = (None if x is None else x.float() for x in (images, opacity))
+    some = images if images is not None else opacity
+    terms = some.new_full((len(TERMS), len(views)), float("nan"))
+    loss = some.new_zeros(())
     if pictured:
         seen = [views[i] for i in pictured]
-        shown = images if len(pictured) == len(views) else images[pictured]
-        targets = (cache.get(seen, shown, perceptual) if cache is not None else
-                   prepare_targets(seen, shown.shape[-2:], shown.dtype, shown.device))
-        mse = masked_mse(shown, targets.raw, targets.masks)
-        if targets.masks is not None:
-            shown = shown * targets.masks - (1 - targets.masks)
+        targets = (cache.get(seen, images, perceptual) if cache is not None else
+                   prepare_targets(seen, images.shape[-2:], images.dtype, images.device))
+        mse = masked_mse(images, targets.raw, targets.masks)
+        shown = images * targets.masks - (1 - targets.masks) if targets.masks is not None else images
         perc = (perceptual(shown, targets.compared, targets.features) if perceptual_weight
                 else torch.zeros_like(mse))
         loss = loss + (targets.weights * (mse_weight * mse + perceptual_weight * perc)).sum()
         cols = slice(None) if len(pictured) == len(views) else pictured  # (a list index copies to the device)
         terms[0, cols], terms[1, cols] = mse.detach(), perc.detach()
     if bounded:
-        if opacity is None:
-            raise ValueError("views with opacity bounds need the render's opacity")
         bounds = torch.cat([views[i].opacity for i in bounded]).to(opacity)
-        shape = opacity_loss(opacity[bounded], bounds)
+        shape = opacity_loss(opacity, bounds)
         weights = torch.tensor([views[i].weight for i in bounded], dtype=shape.dtype).to(shape.device)
         loss = loss + (weights * shape).sum()
         terms[2, bounded] = shape.detach()

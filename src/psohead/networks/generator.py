@@ -123,14 +123,16 @@ class TriGridGenerator(torch.nn.Module):
 
     def synthesis(self, ws, c, neural_rendering_resolution=None, update_emas=False, cache_backbone=False,
                   use_cached_backbone=False, noise_mode="random", deterministic=False, ws_bcg=None,
-                  return_intermediates=False, render_overrides: dict | None = None, **synthesis_kwargs) -> dict:
+                  return_intermediates=False, render_overrides: dict | None = None, planes: torch.Tensor | None = None,
+                  **synthesis_kwargs) -> dict:
         """Render W+ codes ws [N, num_ws, w_dim] from camera c [N, 25] exactly as given (no Δ added here).
 
         ws may also be [1, num_ws, w_dim] for N cameras: one head seen from N views, its tri-grid and
         background made once (the same images as ws repeated N times, at a fraction of the cost).
         ``neural_rendering_resolution`` and ``render_overrides`` (entries of ``rendering_kwargs``,
         e.g. ``{"ray_start": 2.35}``) apply to this call only: the network itself is never changed
-        by rendering (the official code keeps the last resolution asked for).
+        by rendering (the official code keeps the last resolution asked for). ``planes``: the tri-grid
+        of ``ws`` from :meth:`planes`, when it is already made (the backbone then does not run).
         """
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise InputError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
@@ -146,7 +148,9 @@ class TriGridGenerator(torch.nn.Module):
             ray_origins, ray_directions = self.ray_sampler(c32[:, :16].reshape(-1, 4, 4),
                                                            c32[:, 16:25].reshape(-1, 3, 3), res)
 
-        if use_cached_backbone and self._last_planes is not None:
+        if planes is not None:
+            raw_planes = planes.flatten(1, 2)
+        elif use_cached_backbone and self._last_planes is not None:
             raw_planes = self._last_planes
         else:
             raw_planes = self.backbone.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
@@ -184,7 +188,7 @@ class TriGridGenerator(torch.nn.Module):
             rgb_image = feature_image[:, :3]
         sr_kwargs = dict(synthesis_kwargs, noise_mode=options["superresolution_noise_mode"])
         sr_image = self.superresolution(rgb_image, feature_image, ws, **sr_kwargs)
-        mask_image = weights_image * (1 + 2 * 0.001) - 0.001
+        mask_image = _as_mask_image(weights_image)
 
         out = {"image": sr_image, "image_raw": rgb_image, "image_depth": depth_image, "image_mask": mask_image}
         if return_intermediates:
@@ -194,6 +198,20 @@ class TriGridGenerator(torch.nn.Module):
                        render_feature_image=render_feature_image, render_depth=depth_image,
                        render_weights_sum=weights_image, bcg_image=bcg_image, sr_input_feature=feature_image)
         return out
+
+    def opacity(self, planes, c, resolution: int, deterministic=False, render_overrides: dict | None = None
+                ) -> torch.Tensor:
+        """The accumulated opacity (``image_mask`` of :meth:`synthesis`) [N,1,res,res] of the tri-grid
+        ``planes`` (from :meth:`planes`; batch N or 1) seen by cameras ``c`` [N,25] at ``resolution``
+        rays a side: the renderer alone, without background, to-RGB or super-resolution, for losses
+        that read the outline only."""
+        options = self.rendering_kwargs if not render_overrides else {**self.rendering_kwargs, **render_overrides}
+        with no_autocast(c.device):
+            c32 = c.float()
+            origins, directions = self.ray_sampler(c32[:, :16].reshape(-1, 4, 4), c32[:, 16:25].reshape(-1, 3, 3),
+                                                   resolution)
+        weights = self.renderer(planes, self.decoder, origins, directions, options, deterministic=deterministic)[2]
+        return _as_mask_image(weights.permute(0, 2, 1).reshape(c.shape[0], 1, resolution, resolution))
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, neural_rendering_resolution=None,
                 update_emas=False, cache_backbone=False, use_cached_backbone=False, **synthesis_kwargs) -> dict:
@@ -229,3 +247,8 @@ class TriGridGenerator(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, img_resolution={self.img_resolution}, "
                 f"neural_rendering_resolution={self.neural_rendering_resolution}")
+
+
+def _as_mask_image(weights_image: torch.Tensor) -> torch.Tensor:
+    """The official ``image_mask``: the summed compositing weights stretched by 0.1 % either way."""
+    return weights_image * (1 + 2 * 0.001) - 0.001

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .. import camera
-from ..api import generator_digest, load_generator, save_encoder
+from ..api import generator_digest, load_encoder, load_generator, save_encoder
 from ..atomic import check_output_file, claim_dir, write_image, write_json
 from ..errors import InputError
 from ..inversion.losses import PERCEPTUAL_BACKENDS, build_perceptual
@@ -51,6 +51,7 @@ class EncoderTrainOptions:
     data: str | None = None  # optional aligned crops + dataset.json: real images for the image loss
     # the encoder network
     encoder: dict = dataclasses.field(default_factory=dict)  # EncoderConfig fields besides num_ws / w_dim
+    init_from: str | None = None  # a new run starts from this encoder file (its network and weights; fresh Adam)
     # optimisation
     batch: int = 16  # generator samples per step
     lr: float = 1e-3  # Adam learning rate (constant after a linear warm-up)
@@ -103,6 +104,8 @@ class EncoderTrainOptions:
             raise InputError("give a budget for this run: --steps, --kimg or --max-minutes")
         if not self.out:
             raise InputError("--out is required (the encoder .safetensors file)")
+        if self.init_from and self.encoder:
+            raise InputError("--init-from takes the encoder's network from its file; drop the --encoder-* flags")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -245,6 +248,8 @@ def resume_training(run_dir, changes: dict) -> dict:
     """Continue the encoder run in ``run_dir``: its saved options with ``changes`` (the flags given
     again) applied, the run folder ``run_dir`` wherever it was first made; returns a summary dict.
     The run's state (tens of MB) is read once, for the options and the training both."""
+    if changes.get("init_from"):
+        raise InputError("--init-from starts a new run; a resumed run continues from its own state")
     snap = _load_state(run_dir)
     opts = dataclasses.replace(EncoderTrainOptions.from_dict(snap["options"]), **changes, run_dir=str(run_dir))
     return _train(opts, snap, str(run_dir))
@@ -274,7 +279,10 @@ def _train(opts: EncoderTrainOptions, snap: dict | None, resume: str | None) -> 
     real = _RealCrops(opts.data, G, stats.z_mean) if opts.data else None
 
     torch.manual_seed(opts.seed)
-    E = build_encoder(G, opts, stats).to(device)
+    if opts.init_from and snap is None:  # (a resumed run's own weights come from its state below)
+        E = load_encoder(opts.init_from, generator=G, device=device).train().requires_grad_(True)
+    else:
+        E = build_encoder(G, opts, stats).to(device)
     opt = torch.optim.Adam(E.parameters(), lr=opts.lr, betas=opts.betas)
     gen = torch.Generator().manual_seed(opts.seed)
     step, elapsed_before = 0, 0.0
