@@ -18,13 +18,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 def reconstruction(tmp_path_factory):
     from inversion_tiny import rendered_target, tiny_generator
     from psohead.inversion.pipeline import reconstruct
-    from psohead.inversion.presets import Outputs, Preset, Rays, Stage1, Stage2
+    from psohead.inversion.presets import Outputs, Preset, Rays, Shape, Stage1, Stage2
 
     G = tiny_generator()
     image, label, _ = rendered_target(G)
     out = tmp_path_factory.mktemp("cuda") / "out"
     preset = Preset("test", Stage1(steps=3, w_avg_samples=500), Stage2(steps=3), Rays(deterministic=True),
-                    outputs=Outputs(video_frames=8, video_fps=8, mesh_resolution=32, render_batch=4))
+                    shape=Shape(weight=1.0), outputs=Outputs(video_frames=8, video_fps=8, mesh_resolution=32, render_batch=4))
     rec = reconstruct(image, out, label=label[0], network=G, preset=preset, back="prior", device="cuda",
                       progress=False)
     return rec, out
@@ -71,10 +71,12 @@ def test_reconstruct_ran_its_steps_as_cuda_graphs(reconstruction):
         {"stage1": True, "stage2": True}
 
 
+@pytest.mark.parametrize("bounded", [False, True])
 @pytest.mark.parametrize("stage", [1, 2])
-def test_graphed_step_matches_eager_and_follows_parameter_updates(stage):
-    """Replays give the eager images and gradients (stage 1: d/d ws; stage 2: d/d weights) and keep
-    doing so after the weights change in place (an optimiser step)."""
+def test_graphed_step_matches_eager_and_follows_parameter_updates(stage, bounded):
+    """Replays give the eager images (and, with an opacity-bound view, its opacity) and gradients
+    (stage 1: d/d ws; stage 2: d/d weights) and keep doing so after the weights change in place
+    (an optimiser step)."""
     from inversion_tiny import rendered_target, tiny_generator
     from psohead.inversion.graphs import StepRenderer
     from psohead.inversion.pivotal import tuned_parameters
@@ -84,8 +86,10 @@ def test_graphed_step_matches_eager_and_follows_parameter_updates(stage):
     G = tiny_generator()
     target, label, ws = rendered_target(G)
     G = G.cuda().requires_grad_(False)
-    views = [TargetView("front", target, label.cuda(), 1.0)] + \
-            [TargetView(n, target, lab.cuda(), w) for n, lab, w in back_cameras(label, 30.0)]
+    cams = back_cameras(label, 30.0)
+    views = [TargetView("front", target, label.cuda(), 1.0)] + [TargetView(n, target, lab.cuda(), w) for n, lab, w in cams]
+    if bounded:  # the shape label's kind of view: opacity only, at its bounds' resolution
+        views.insert(1, TargetView("shape", None, cams[0][1].cuda(), 1.0, opacity=torch.ones(1, 2, 8, 8).cuda()))
     params = tuned_parameters(G)
     if stage == 2:
         for p in params:
@@ -96,10 +100,12 @@ def test_graphed_step_matches_eager_and_follows_parameter_updates(stage):
 
     def run(render):
         w = ws.cuda().clone().requires_grad_(stage == 1)
-        images, _ = render(w, views)
-        loss = (images - target.cuda()).square().mean()
+        images, opacity = render(w, views)
+        assert (opacity is not None) == bounded
+        loss = (images - target.cuda()).square().mean() + (opacity.square().mean() if bounded else 0)
         wrt = [w] if stage == 1 else params
-        return images.detach().clone(), torch.autograd.grad(loss, wrt, allow_unused=True)
+        out = torch.cat([images.flatten()] + ([opacity.flatten()] if bounded else []))
+        return out.detach().clone(), torch.autograd.grad(loss, wrt, allow_unused=True)
 
     for step in range(3):  # call 1 runs eagerly, call 2 captures, call 3 replays after the update
         got, got_g = run(graphed)
