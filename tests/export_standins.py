@@ -27,6 +27,11 @@ class SphereG:
         self.rendering_kwargs = {"box_warp": box, "ray_start": 2.25, "ray_end": 3.3}
         self.num_ws, self.w_dim = 14, 32
         self.calls = []
+        self.planes_made = 0
+
+    def planes(self, ws, noise_mode="const"):
+        self.planes_made += 1
+        return ws  # stands for the tri-grid: synthesis paints from the cameras alone
 
     def density(self, coords):
         d = (coords - self.center).norm(dim=-1, keepdim=True)
@@ -43,7 +48,7 @@ class SphereG:
         return x[:, :3]
 
     def synthesis(self, ws, c, neural_rendering_resolution=None, noise_mode="const", deterministic=False,
-                  render_overrides=None):
+                  render_overrides=None, planes=None):
         assert ws.shape[0] in (1, c.shape[0]) and c.shape[1] == 25
         self.calls.append(c.shape[0])
         self.overrides = render_overrides
@@ -101,7 +106,7 @@ class PaintedSphereG(SphereG):
                 hit.float().reshape(n, 1, res, res))
 
     def synthesis(self, ws, c, neural_rendering_resolution=None, noise_mode="const", deterministic=False,
-                  render_overrides=None):
+                  render_overrides=None, planes=None):
         assert ws.shape[0] in (1, c.shape[0]) and c.shape[1] == 25
         self.calls.append(c.shape[0])
         self.cameras.append(c.detach().cpu())

@@ -47,15 +47,16 @@ def iter_renders(G, ws: torch.Tensor, labels: torch.Tensor, batch_size: int = 4,
     """Render one latent at every label, ``batch_size`` views per call; yields ``key`` outputs.
 
     Deterministic rendering (fixed stratified jitter) keeps neighbouring frames free of sampling
-    flicker and makes exports reproducible.
+    flicker and makes exports reproducible. The tri-grid is made once for all calls.
     """
     if key not in IMAGE_KEYS:
         raise InputError(f"unknown image kind {key!r}; choose one of {', '.join(IMAGE_KEYS)}")
     ws = _check_ws(ws)
     labels = labels.to(device=ws.device, dtype=ws.dtype)
+    planes = G.planes(ws, noise_mode=noise_mode)
     for start in range(0, labels.shape[0], batch_size):
         c = labels[start:start + batch_size]
-        out = G.synthesis(ws, c, neural_rendering_resolution=neural_rendering_resolution,
+        out = G.synthesis(ws, c, neural_rendering_resolution=neural_rendering_resolution, planes=planes,
                           noise_mode=noise_mode, deterministic=deterministic)
         yield out[key]
 
