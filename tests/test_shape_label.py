@@ -71,6 +71,18 @@ def test_bounds_cover_the_silhouette_and_leave_below_the_chin_free():
     assert (most[0] == 0).all()  # above the head: nothing allowed
 
 
+def test_coarse_bounds_allow_what_the_fine_ones_allow():
+    """Bounds for a 16² render are the 64² ones averaged down: the same area allowed, where
+    growing a 16² silhouette by whole 16² pixels would allow far more."""
+    fitted = fit_head(None, CROP, label_from_yaw_pitch(0.0, lookat=HEAD_LOOKAT))
+    side = label_from_yaw_pitch(math.pi / 2, lookat=HEAD_LOOKAT)
+    fine = opacity_bounds(fitted, side, 64, margin=0.03, inner=0.01)
+    coarse = opacity_bounds(fitted, side, 16, margin=0.03, inner=0.01)
+    assert coarse.shape[-1] == 16
+    assert torch.allclose(coarse.mean((2, 3)), fine.mean((2, 3)), atol=1e-5)
+    assert torch.allclose(coarse, torch.nn.functional.avg_pool2d(fine, 4), atol=1e-6)
+
+
 def test_grow_by_vertical_and_horizontal_pixels():
     dot = torch.zeros(1, 1, 9, 9)
     dot[..., 4, 4] = 1

@@ -133,8 +133,8 @@ class Shape:
     inner_cm: float = 0.5  # the least: its silhouette shrunk by this
     stage1: bool = True  # bound stage 1 too (stage 2 always, when the weight is > 0)
     # rays a side of the label's renders (opacity only, no super-resolution); none: the network's
-    # neural rendering resolution. The outline is coarse: 32 keeps a quarter of 64's rays
-    resolution: int | None = 32
+    # neural rendering resolution (fewer rays bound the outline less: BENCHMARKS.md "Wild photos")
+    resolution: int | None = None
 
     def __post_init__(self):
         _check(self.weight >= 0, "shape.weight", "must be >= 0", self.weight)
