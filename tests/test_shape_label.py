@@ -224,3 +224,19 @@ def test_reconstruction_sizes_the_labels_room_from_the_photos_mask():
     rec = R(image, label=label[0], mask=(mask * 255).astype(np.uint8), landmarks=landmarks, back="none",
             progress=False)
     assert not rec.settings["shape"]["used"] and [v.source for v in rec.views] == ["input"]
+
+
+def test_crop_landmarks_without_the_face_preprocessing_installed_is_none(monkeypatch):
+    """An aligned crop reconstructed where the preprocess extra is not installed: the label is fitted
+    without landmarks instead of the reconstruction failing (dlib is imported on first use)."""
+    from PIL import Image
+
+    from psohead.inversion.shape import crop_landmarks
+    from psohead.preprocess import landmarks
+    from psohead.preprocess.native import MissingDependency
+
+    def missing(rgb):
+        raise MissingDependency("face preprocessing needs dlib, which is not installed")
+
+    monkeypatch.setattr(landmarks, "detect_faces", missing)
+    assert crop_landmarks(Image.new("RGB", (64, 64))) is None

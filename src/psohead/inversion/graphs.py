@@ -42,10 +42,14 @@ class _Render(torch.nn.Module):
         self.deterministic = deterministic
         self.render_overrides = render_overrides
         self.noise_mode = noise_mode
-        self.pictured, self.bounded, self.resolution = list(pictured), list(bounded), resolution
+        self.pictured, self.bounded, self.resolution = pictured, bounded, resolution
+        # Row indices live on the device from the start: made from a list at each call, they would
+        # be a host-to-device copy, which a CUDA graph cannot hold.
+        device = next(G.parameters()).device
+        self._index = {rows: torch.tensor(rows, dtype=torch.long, device=device) for rows in (pictured, bounded)}
 
-    def _rows(self, x: torch.Tensor, rows: list[int]) -> torch.Tensor:
-        return x if x.shape[0] == 1 or len(rows) == x.shape[0] else x[rows]
+    def _rows(self, x: torch.Tensor, rows: tuple[int, ...]) -> torch.Tensor:
+        return x if x.shape[0] == 1 or len(rows) == x.shape[0] else x.index_select(0, self._index[rows])
 
     def forward(self, ws: torch.Tensor, labels: torch.Tensor):
         planes = self.G.planes(ws, noise_mode=self.noise_mode)

@@ -129,9 +129,13 @@ def crop_landmarks(image) -> np.ndarray | None:
     or the face preprocessing is not installed)."""
     try:
         from ..preprocess.landmarks import detect_faces
+        from ..preprocess.native import MissingDependency
     except ImportError:
         return None
-    faces = detect_faces(np.asarray(image.convert("RGB")))
+    try:
+        faces = detect_faces(np.asarray(image.convert("RGB")))
+    except MissingDependency:  # dlib is imported on first use
+        return None
     return faces[0].landmarks if faces else None
 
 
