@@ -75,7 +75,8 @@ def run_reconstruction(photo: Path, args):
     """The one reconstruction call of the benchmark."""
     s1, s2 = args.steps if args.steps else (None, None)
     return reconstruct(str(photo), None, network=args.network, preset=args.preset, stage1_steps=s1,
-                       stage2_steps=s2, device=args.device, progress=False, overrides=parse_assignments(args.set))
+                       stage2_steps=s2, device=args.device, progress=False, overrides=parse_assignments(args.set),
+                       encoder=args.encoder)
 
 
 def _resized(img, size: int, resample=Image.LANCZOS) -> np.ndarray:
@@ -281,6 +282,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                     help="change a preset field, e.g. shape.weight=0 (repeatable)")
+    ap.add_argument("--encoder", default=None, help="latent encoder of the network (default: the network's own)")
     ap.add_argument("--photos", nargs="*", type=Path, default=None, help="photos (default: the benchmark set)")
     ap.add_argument("--mesh-res", type=int, default=192, help="density grid side for the mesh metrics")
     ap.add_argument("--name", default="wild", help="results file stem in benchmarks/results/")

@@ -5,7 +5,7 @@ import json
 
 # CLI flag -> EncoderTrainOptions field, for flags whose value (when given) replaces the default or
 # the resumed run's.
-_OPTION_FLAGS = ("network", "out", "run_dir", "init_from", "data", "batch", "lr", "warmup_steps", "latent_weight",
+_OPTION_FLAGS = ("network", "out", "run_dir", "init_from", "data", "augment", "batch", "lr", "warmup_steps", "latent_weight",
                  "image_weight", "image_every", "image_batch", "perceptual", "perceptual_weight", "vgg16",
                  "yaw_std", "max_yaw", "pitch_std", "w_avg_samples", "heldout", "seed", "steps", "kimg",
                  "max_minutes", "log_every", "grid_every", "snapshot_every", "device", "progress")
@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--init-from", help="start a new run from this encoder file (e.g. 'default': the bundled one), "
                                        "trained for the same --network")
     p.add_argument("--data", help="aligned crops + dataset.json (psohead crop's output): real images, image loss only")
+    p.add_argument("--augment", type=float,
+                   help="share of samples the encoder sees as a photo would show them: new background, exposure, "
+                        "white balance, blur, resampling, noise (default 0; 0.8 for encoders meant for real photos)")
     p.add_argument("--steps", type=int, help="steps in this run")
     p.add_argument("--kimg", type=float, help="or thousands of generator samples in this run")
     p.add_argument("--max-minutes", type=float, help="or wall time of this run (ends with a snapshot)")

@@ -230,7 +230,7 @@ class Reconstructor:
 
     def _invert(self, prepared, extras, plan, cfg: Preset, seed: int, progress, timings: dict) -> Reconstruction:
         G, dev, precision = self.G, self.device, cfg.runtime.precision
-        ro = {"ray_start": cfg.rays.ray_start} if cfg.rays.ray_start is not None else {}
+        ro = cfg.rays.render_overrides()
         t = time.perf_counter()
         stats = self.latent_stats(cfg)
         res = int(G.img_resolution)

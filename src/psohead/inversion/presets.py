@@ -85,10 +85,22 @@ class Rays:
 
     ray_start: float | None = 2.35  # near bound of the rays (the official projector's); None: the network's own
     deterministic: bool = False  # fixed ray samples at every step (official: random)
+    # CPU: rays whose coarse opacity is below this get no importance samples and render empty
+    # (about half the rays at the inversion's cameras; 0: every ray, as officially)
+    skip_empty_below: float = 0.0
 
     def __post_init__(self):
         _check(self.ray_start is None or self.ray_start > 0, "rays.ray_start", "must be > 0 or none",
                self.ray_start)
+        _check(0 <= self.skip_empty_below < 0.1, "rays.skip_empty_below", "must be in [0, 0.1)",
+               self.skip_empty_below)
+
+    def render_overrides(self) -> dict:
+        """The generator's rendering options these settings change (none: the network's own)."""
+        ro = {"ray_start": self.ray_start} if self.ray_start is not None else {}
+        if self.skip_empty_below > 0:
+            ro["skip_empty_below"] = self.skip_empty_below
+        return ro
 
 
 @dataclass(frozen=True)

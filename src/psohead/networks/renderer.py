@@ -163,9 +163,22 @@ class ImportanceRenderer(torch.nn.Module):
         if n_importance > 0:
             with torch.no_grad():  # the importance draw takes no gradient
                 weights = self.ray_marcher.interval_weights(densities_coarse, depths_coarse, opts)
+                empty = self._empty_rays(weights, opts, planes, ray_origins)
             depths_fine = self.sample_importance(depths_coarse, weights, n_importance, deterministic)
+            if empty is not None:  # their importance samples sit on coarse ones (below)
+                on_coarse = torch.arange(n_importance, device=depths_coarse.device).clamp_max(
+                    depths_coarse.shape[2] - 1)
+                depths_fine = torch.where(empty[..., None, None], depths_coarse[:, :, on_coarse], depths_fine)
             colors_fine, densities_fine = self._decode_along_rays(
-                planes, decoder, ray_origins, ray_directions, depths_fine, opts, deterministic, triplane_crop)
+                planes, decoder, ray_origins, ray_directions, depths_fine, opts, deterministic, triplane_crop,
+                skip=empty)
+            if empty is not None:
+                # A sample at a coarse sample's depth with its density and colour bounds an interval
+                # of length zero (opacity 0) and leaves the next one as it was: an empty ray
+                # composites exactly as its coarse samples alone, gradients included.
+                e = empty[..., None, None]
+                colors_fine = torch.where(e, colors_coarse[:, :, on_coarse], colors_fine)
+                densities_fine = torch.where(e, densities_coarse[:, :, on_coarse], densities_fine)
             depths, densities, order = self.sort_samples(depths_coarse, densities_coarse, depths_fine, densities_fine)
             colors = torch.cat([colors_coarse, colors_fine], dim=-2)  # left unsorted (see the marcher)
             extras["depths_fine"] = depths_fine
@@ -185,11 +198,30 @@ class ImportanceRenderer(torch.nn.Module):
             out["sigma"] = out["sigma"] + torch.randn_like(out["sigma"]) * noise
         return out
 
-    def _decode_along_rays(self, planes, decoder, origins, directions, depths, opts, deterministic, crop):
+    @staticmethod
+    def _empty_rays(weights, opts, planes, origins) -> torch.Tensor | None:
+        """[N,M] True for rays whose coarse opacity is below ``opts["skip_empty_below"]`` (on the
+        CPU, one tri-grid; None otherwise): their importance samples are not decoded, and they
+        composite from their coarse samples alone. At the inversion's cameras about half the rays
+        are empty; what such a ray loses is what its near-uniform importance draw would have found
+        between the coarse samples (thin edges, a few rays in a thousand; docs/performance.md).
+        Off (0) unless asked for: the render is then the official one."""
+        below = float(opts.get("skip_empty_below", 0) or 0)
+        if below <= 0 or planes.shape[0] != 1 or origins.device.type != "cpu":
+            return None
+        return weights.sum(2).squeeze(-1) < below
+
+    def _decode_along_rays(self, planes, decoder, origins, directions, depths, opts, deterministic, crop,
+                           skip: torch.Tensor | None = None):
+        """Colours [N,M,S,C] and densities [N,M,S,1] at ``depths``; samples outside the crop box, and
+        every sample of the rays in ``skip`` [N,M] (CPU, one tri-grid), get σ = -1000."""
         # The decoder ignores ray directions (as officially), so none are made per sample.
         n, m, s, _ = depths.shape
         coords = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(n, -1, 3)
         outside = crop_mask(coords, opts["box_warp"], crop) if crop else None
+        if skip is not None:
+            skipped = skip.reshape(n, m, 1, 1).expand(n, m, s, 1).reshape(n, -1, 1)
+            outside = skipped if outside is None else outside | skipped
         if outside is not None and planes.shape[0] == 1 and coords.device.type == "cpu":
             inside = (~outside).reshape(-1).nonzero().squeeze(1)
             if len(inside):

@@ -34,6 +34,7 @@ from ..networks.config import EncoderConfig
 from ..networks.encoder import LatentEncoder
 from ..progress import track
 from .loop import StopFlag, check_run_folder, set_speed_flags, to_training_batch
+from .photo_augment import augment_photos
 from .snapshot import LATEST, capture_rng, find_latest, load_snapshot, remove_stale_temps, restore_rng, save_snapshot
 
 VERB = "train-encoder"
@@ -49,6 +50,7 @@ class EncoderTrainOptions:
     out: str = ""  # the encoder file (.safetensors), written at the end of every invocation
     run_dir: str = ""  # run folder (state, log, grids); empty: beside out, named <out stem>-run
     data: str | None = None  # optional aligned crops + dataset.json: real images for the image loss
+    augment: float = 0.0  # share of samples the encoder sees photographically augmented (:mod:`.photo_augment`)
     # the encoder network
     encoder: dict = dataclasses.field(default_factory=dict)  # EncoderConfig fields besides num_ws / w_dim
     init_from: str | None = None  # a new run starts from this encoder file (its network and weights; fresh Adam)
@@ -92,6 +94,8 @@ class EncoderTrainOptions:
         for name in ("lr",):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name} must be positive")
+        if not 0 <= self.augment <= 1:
+            raise InputError(f"--augment must be in [0, 1], got {self.augment}")
         for name in ("latent_weight", "image_weight", "perceptual_weight", "yaw_std", "pitch_std", "max_yaw",
                      "warmup_steps"):
             if getattr(self, name) < 0:
@@ -142,15 +146,17 @@ def sample_labels(n: int, opts: EncoderTrainOptions, gen: torch.Generator) -> to
 
 @dataclass
 class Samples:
-    """Generator samples: input image, its label, the code to recover and the render camera."""
+    """Generator samples: input image, its label, the code to recover, the render camera and the
+    head's opacity."""
 
     image: torch.Tensor  # [N,3,H,W] in [-1,1]
     label: torch.Tensor  # [N,25] the camera (no offset), as a photo's crop has
     ws: torch.Tensor  # [N,num_ws,w_dim] the truncation-free mapped code
     render_label: torch.Tensor  # [N,25] the camera with the generator's offset for this z
+    mask: torch.Tensor  # [N,1,r,r] accumulated opacity at the neural rendering resolution r
 
     def __getitem__(self, sl) -> "Samples":
-        return Samples(self.image[sl], self.label[sl], self.ws[sl], self.render_label[sl])
+        return Samples(*(getattr(self, f.name)[sl] for f in dataclasses.fields(self)))
 
 
 @torch.no_grad()
@@ -159,8 +165,8 @@ def render_samples(G, z: torch.Tensor, label: torch.Tensor) -> Samples:
     z, label = z.to(device), label.to(device)
     ws = G.mapping(z, label)
     c_render, _ = G.apply_delta_c(z, label)
-    image = G.synthesis(ws, c_render, noise_mode="const", deterministic=True)["image"].float()
-    return Samples(image, label, ws, c_render)
+    out = G.synthesis(ws, c_render, noise_mode="const", deterministic=True)
+    return Samples(out["image"].float(), label, ws, c_render, out["image_mask"].float())
 
 
 def draw_samples(G, n: int, opts: EncoderTrainOptions, gen: torch.Generator) -> Samples:
@@ -293,6 +299,10 @@ def _train(opts: EncoderTrainOptions, snap: dict | None, resume: str | None) -> 
         step, elapsed_before = int(snap["step"]), float(snap["elapsed_s"])
         restore_rng(snap["rng"])
     heldout = heldout_samples(G, opts)
+    # the same samples, every one augmented once with a fixed draw: how well the encoder ignores
+    # what separates a photo from a render
+    heldout_photo = dataclasses.replace(heldout, image=augment_photos(
+        heldout.image, heldout.mask, 1.0, torch.Generator().manual_seed(opts.seed + 2_000_003)))
 
     claim_dir(run, VERB)
     remove_stale_temps(run)
@@ -323,7 +333,7 @@ def _train(opts: EncoderTrainOptions, snap: dict | None, resume: str | None) -> 
                 group["lr"] = lr
             s = draw_samples(G, opts.batch, opts, gen)
             opt.zero_grad(set_to_none=True)
-            pred = E(s.image, s.label)
+            pred = E(augment_photos(s.image, s.mask, opts.augment, gen), s.label)
             latent = (pred - s.ws).square().mean() / E.w_scale.square()
             loss = opts.latent_weight * latent
             terms = {"latent": latent.detach()}
@@ -348,7 +358,8 @@ def _train(opts: EncoderTrainOptions, snap: dict | None, resume: str | None) -> 
             last = stop.raised or out_of_time or (budget is not None and step - start_step >= budget)
             if step % opts.log_every == 0 or last:
                 record = {"step": step, "kimg": step * opts.batch / 1000, "lr": lr, "elapsed_s": round(elapsed(), 2),
-                          "heldout_latent_error": round(latent_error(E, heldout), 5)}
+                          "heldout_latent_error": round(latent_error(E, heldout), 5),
+                          "heldout_latent_error_augmented": round(latent_error(E, heldout_photo), 5)}
                 record.update({f"loss/{k}": round(float(torch.stack(v).mean()), 5) for k, v in acc.items()})
                 record["sec_per_step"] = round((time.time() - t_start) / max(step - start_step, 1), 4)
                 acc.clear()
