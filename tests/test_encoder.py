@@ -196,20 +196,33 @@ def test_cli_preview_is_the_encoders_latent_and_init_encoder_starts_there(tiny_n
     enc, _ = trained
     path, sample = crop
     small = ["--set", "outputs.video_frames=4", "--set", "runtime.cuda_graphs=false", "--quiet"]
-    out = tmp_path / "preview"
-    assert main(["reconstruct", str(path), "--out", str(out), "--network", str(tiny_net), "--encoder", str(enc),
-                 "--preset", "preview", *small]) == 0
-    summary = json.loads((out / "reconstruction.json").read_text())
-    s1 = summary["settings"]["preset"]["stage1"]
-    assert (s1["init"], s1["steps"], summary["settings"]["preset"]["stage2"]["steps"]) == ("encoder", 0, 0)
-    assert summary["settings"]["encoder"] == str(enc)
-    assert not {"head.glb", "head.obj", "head.ply"} & set(summary["files"])
-    assert {"views.png", "turntable.mp4", "latent.safetensors", "report.html"} <= set(summary["files"])
     E = load_encoder(enc)
-    ws = load_latent(out / "latent.safetensors").ws
     guess = E(to_tensor(read_image(path), 128), sample.label)
-    assert torch.allclose(ws, guess, atol=1e-5)
-    assert (ws - E.w_avg).abs().max() > 100 * (ws - guess).abs().max()  # not the mean latent
+    G = load_generator(tiny_net)
+
+    def image_error(ws):  # the latent's render against the crop, at the crop's own camera
+        with torch.no_grad():
+            img = G.synthesis(ws, sample.render_label, noise_mode="const", deterministic=True)["image"]
+        return float((img - sample.image).square().mean())
+
+    for steps in ("0", None):  # the guess alone, and the preset's refinement of it
+        out = tmp_path / f"preview{steps}"
+        extra = ["--stage1-steps", steps] if steps else []
+        assert main(["reconstruct", str(path), "--out", str(out), "--network", str(tiny_net), "--encoder", str(enc),
+                     "--preset", "preview", *extra, *small]) == 0
+        summary = json.loads((out / "reconstruction.json").read_text())
+        s1 = summary["settings"]["preset"]["stage1"]
+        assert (s1["init"], summary["settings"]["preset"]["stage2"]["steps"]) == ("encoder", 0)
+        assert summary["settings"]["encoder"] == str(enc)
+        assert not {"head.glb", "head.obj", "head.ply"} & set(summary["files"])
+        assert {"views.png", "turntable.mp4", "latent.safetensors", "report.html"} <= set(summary["files"])
+        ws = load_latent(out / "latent.safetensors").ws
+        if steps == "0":
+            assert torch.allclose(ws, guess, atol=1e-5)
+            assert (ws - E.w_avg).abs().max() > 100 * (ws - guess).abs().max()  # not the mean latent
+        else:
+            assert (s1["steps"], s1["learning_rate"]) == (10, 0.03)
+            assert image_error(ws) < image_error(guess)  # the steps bring the guess closer to the photo
 
     out = tmp_path / "init"
     assert main(["reconstruct", str(path), "--out", str(out), "--network", str(tiny_net), "--encoder", str(enc),
