@@ -1,4 +1,4 @@
-"""Preview speed: seconds per photo of ``--preset preview`` (the encoder's latent, no optimisation)
+"""Preview speed: seconds per photo of ``--preset preview`` (the encoder's latent and ten stage-1 steps)
 end to end through one ``Reconstructor``: the crop and its label in, every preview output
 written (views, 12-frame turntable, report), as a person waiting for a first look would see it.
 

@@ -86,8 +86,9 @@ class Rays:
 
     ray_start: float | None = 2.35  # near bound of the rays (the official projector's); None: the network's own
     deterministic: bool = False  # fixed ray samples at every step (official: random)
-    # CPU: rays whose coarse opacity is below this get no importance samples and render empty
-    # (about half the rays at the inversion's cameras; 0: every ray, as officially)
+    # CPU: rays whose coarse opacity is below this (e.g. 1e-4) get no importance samples and
+    # composite from their coarse samples (about half the rays; ~15 % of a step; measured to fit
+    # real photos a little less well, so off: BENCHMARKS.md); 0: every ray, as officially
     skip_empty_below: float = 0.0
 
     def __post_init__(self):
