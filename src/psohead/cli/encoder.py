@@ -5,9 +5,9 @@ import json
 
 # CLI flag -> EncoderTrainOptions field, for flags whose value (when given) replaces the default or
 # the resumed run's.
-_OPTION_FLAGS = ("network", "out", "run_dir", "init_from", "data", "augment", "batch", "lr", "warmup_steps", "latent_weight",
-                 "image_weight", "image_every", "image_batch", "perceptual", "perceptual_weight", "vgg16",
-                 "yaw_std", "max_yaw", "pitch_std", "w_avg_samples", "heldout", "seed", "steps", "kimg",
+_OPTION_FLAGS = ("network", "out", "run_dir", "init_from", "data", "augment", "batch", "lr", "warmup_steps",
+                 "latent_weight", "image_weight", "image_every", "image_batch", "perceptual", "perceptual_weight",
+                 "vgg16", "yaw_std", "max_yaw", "pitch_std", "w_avg_samples", "heldout", "seed", "steps", "kimg",
                  "max_minutes", "log_every", "grid_every", "snapshot_every", "device", "progress")
 _ENCODER_FLAGS = {"encoder_resolution": "img_resolution", "encoder_channel_base": "channel_base",
                   "encoder_channel_max": "channel_max", "encoder_feature_dim": "feature_dim"}
