@@ -31,6 +31,7 @@ from psohead.atomic import atomic_path
 from psohead.camera import HEAD_LOOKAT, label_from_yaw_pitch
 from psohead.io.images import to_uint8
 from psohead.inversion.pipeline import Reconstructor
+from psohead.inversion.presets import parse_assignments
 from psohead.networks.config import GeneratorConfig
 from psohead.networks.encoder import LatentEncoder
 from psohead.networks.generator import TriGridGenerator
@@ -85,7 +86,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-outputs", action="store_true", help="time the reconstruction alone, write nothing "
                                                                  "(where no video encoder is installed)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default results/bench_preview_<device>.json)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="change a field of the preview preset (repeatable)")
     args = ap.parse_args(argv)
+    overrides = parse_assignments(args.set)
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -96,12 +100,13 @@ def main(argv=None) -> int:
             G, encoder = network_and_encoder(name, device, work)
             R = Reconstructor(G, device=device, preset="preview", encoder=encoder)
             image, label = own_render(G, device)
-            bare = time_calls(lambda: R(image, label=label, progress=False), args.repeats, device)
+            bare = time_calls(lambda: R(image, label=label, progress=False, overrides=overrides), args.repeats,
+                              device)
             written = [float("nan")]
             if not args.no_outputs:
                 outs = iter(range(10 ** 6))
-                written = time_calls(lambda: R(image, work / f"out{next(outs)}", label=label, progress=False),
-                                     args.repeats, device)
+                written = time_calls(lambda: R(image, work / f"out{next(outs)}", label=label, progress=False,
+                                               overrides=overrides), args.repeats, device)
             rows.append({"network": name, "resolution": int(G.img_resolution),
                          "inversion_s": statistics.median(bare), "with_outputs_s": statistics.median(written),
                          "inversion_runs": bare, "with_outputs_runs": written})

@@ -221,7 +221,7 @@ def test_cli_preview_is_the_encoders_latent_and_init_encoder_starts_there(tiny_n
             assert torch.allclose(ws, guess, atol=1e-5)
             assert (ws - E.w_avg).abs().max() > 100 * (ws - guess).abs().max()  # not the mean latent
         else:
-            assert (s1["steps"], s1["learning_rate"]) == (10, 0.03)
+            assert (s1["steps"], s1["coarse_steps"], s1["learning_rate"]) == (20, 16, 0.04)
             assert image_error(ws) < image_error(guess)  # the steps bring the guess closer to the photo
 
     out = tmp_path / "init"

@@ -454,3 +454,24 @@ def test_projector_from_a_given_latent_previews_that_latent_first():
     truth = to_uint8(rendered_target(G, seed=5)[0])[0].astype(int)  # the start, rendered on its own
     assert np.abs(shown[0][1] - truth).max() <= 1
     assert np.abs(shown[1][1] - truth).mean() > 1  # step 0 renders it with exploration noise
+
+
+def test_latent_adam_takes_torch_adams_steps():
+    """The projector's written-out Adam against torch.optim.Adam: the same latent after 30 steps
+    of changing gradients and learning rates (the official schedule's ramp)."""
+    from psohead.inversion.projector import LatentAdam
+
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(2, 14, 512, generator=gen)
+    ours, theirs = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
+    adam, reference = LatentAdam(ours), torch.optim.Adam([theirs], lr=0.1, betas=(0.9, 0.999))
+    for step in range(30):
+        grad = torch.randn(start.shape, generator=gen) * (1 + step % 3)
+        lr = 0.1 * min(1.0, (step + 1) / 5) * (1 - step / 40)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        adam.step(lr)
+        for group in reference.param_groups:
+            group["lr"] = lr
+        reference.step()
+    assert not torch.equal(ours, start)
+    assert torch.equal(ours, theirs)

@@ -155,3 +155,34 @@ def test_bounded_views_render_the_opacity_synthesis_gives():
     assert small.shape[-1] == res // 2 and torch.allclose(small, want, atol=1e-6)
     with pytest.raises(ValueError, match="differ in size"):
         StepRenderer(G, deterministic=True)(ws, [side[0]] + half)
+
+
+def test_coarse_steps_render_fewer_rays_first_then_the_networks_own(monkeypatch):
+    """``coarse_steps``: the first steps' pictured views are synthesis's images at the coarse
+    resolution (super-resolved to full size), the remaining steps' at the network's own."""
+    from inversion_tiny import rendered_target, tiny_generator
+    from psohead.inversion.projector import ProjectorConfig, latent_stats, project
+
+    torch.manual_seed(0)
+    G = tiny_generator().requires_grad_(False)
+    target, label, ws = rendered_target(G, seed=6)
+    res = int(G.neural_rendering_resolution)
+    views = [TargetView("front", target, label, 1.0)]
+    images, _ = StepRenderer(G, deterministic=True)(ws, views, res // 2)
+    want = G.synthesis(ws, label, neural_rendering_resolution=res // 2, noise_mode="const",
+                       deterministic=True)["image"]
+    full = G.synthesis(ws, label, noise_mode="const", deterministic=True)["image"]
+    assert images.shape == full.shape and torch.allclose(images, want, atol=1e-5)
+    assert not torch.allclose(images, full, atol=1e-3)
+
+    seen = []
+    synthesis = G.synthesis
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("neural_rendering_resolution"))
+        return synthesis(*args, **kwargs)
+
+    monkeypatch.setattr(G, "synthesis", spy)
+    cfg = ProjectorConfig(num_steps=3, deterministic=True, coarse_steps=2, coarse_resolution=res // 2)
+    project(G, views, MSSSIM(), latent_stats(G, 64), cfg, progress=False)
+    assert seen == [res // 2, res // 2, None]

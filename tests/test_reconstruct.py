@@ -1,6 +1,7 @@
 """reconstruct(): end-to-end on a tiny random generator (~35 s on 2 idle cores) and CLI errors."""
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -429,3 +430,37 @@ def test_only_a_callable_is_offered_previews_and_they_are_throttled(monkeypatch)
         clock[0] += 0.75
     assert [(e.step, int(e.preview[0, 0, 0])) for e in got if e.preview is not None] == [(1, 0), (4, 3)]
     assert len(got) == 6 and got[-1].preview is None
+
+
+@pytest.mark.parametrize("frames, rendered", [(8, []), (12, [45, 135, 225, 315])])
+def test_still_views_come_from_the_turntable_where_it_passes_their_yaw(tiny, tmp_path, monkeypatch, frames,
+                                                                       rendered):
+    """views.png holds the head at yaw 0, 45, ... 315: the turntable frames at those yaws are used
+    (8 frames: all of them; 12: 0/90/180/270) and only the others are rendered again. Every
+    tile equals a fresh render at its yaw."""
+    import math
+
+    from psohead.export import views as views_module
+    from psohead.inversion.outputs import VIEW_YAWS_DEG
+
+    G, image, label, _ = tiny
+    asked, grids = [], []
+    render_views, save_grid = views_module.render_views, views_module.save_grid
+
+    def keeping(images, *args, **kwargs):
+        grids.append(images)
+        return save_grid(images, *args, **kwargs)
+
+    def counting(G, ws, yaws, **kwargs):
+        asked.extend(round(math.degrees(y)) for y in yaws)
+        return render_views(G, ws, yaws, **kwargs)
+
+    monkeypatch.setattr(views_module, "render_views", counting)
+    monkeypatch.setattr(views_module, "save_grid", keeping)
+    rec = reconstruct(image, tmp_path / "out", label=label[0], network=G, back="none", progress=False,
+                      preset=_preset(1, 0, outputs_video_frames=frames, outputs_mesh=False))
+    assert asked == rendered
+    fresh = render_views(rec.G, rec.ws, [math.radians(a) for a in VIEW_YAWS_DEG], delta=rec.delta,
+                         batch_size=1, deterministic=True)
+    (grid,) = grids
+    assert grid.shape == fresh.shape and np.abs(grid.astype(int) - fresh.astype(int)).max() <= 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -75,20 +75,28 @@ def write_turntable(G, ws: torch.Tensor, path: str | os.PathLike, frames: int = 
                     pitch: float = 0.0, radius: float = RADIUS, lookat: Sequence[float] = HEAD_LOOKAT, delta=None,
                     start_yaw: float = 0.0, batch_size: int = 4, key: str = "image",
                     neural_rendering_resolution: int | None = None, deterministic: bool = True,
-                    crf: int = 18, progress: ProgressLike = True) -> Path:
+                    crf: int = 18, progress: ProgressLike = True,
+                    on_frame: Callable[[int, np.ndarray], None] | None = None) -> Path:
     """Render a full orbit (yaw from ``start_yaw`` round 360 deg) and write it as an .mp4.
 
     Frames are rendered ``batch_size`` at a time and streamed to the encoder. Depth videos map
     the generator's ray range (ray_start..ray_end) to bright..dark, the same for every frame.
+    ``on_frame(index, frame)`` sees each uint8 [H,W,3] frame as it goes to the encoder (e.g. to
+    keep the ones that are also wanted as still views).
     """
     rk = getattr(G, "rendering_kwargs", {}) or {}
     depth_range = (float(rk["ray_start"]), float(rk["ray_end"])) if "ray_start" in rk and "ray_end" in rk else None
     labels = yaw_labels(turntable_yaws(frames, start_yaw), pitch=pitch, radius=radius, lookat=lookat, delta=delta)
 
     def frame_iter():
+        index = 0
         for batch in iter_renders(G, ws, labels, batch_size=batch_size, key=key,
                                   neural_rendering_resolution=neural_rendering_resolution,
                                   deterministic=deterministic):
-            yield from to_uint8(batch, key, depth_range)
+            for frame in to_uint8(batch, key, depth_range):
+                if on_frame is not None:
+                    on_frame(index, frame)
+                index += 1
+                yield frame
 
     return write_video(frame_iter(), path, fps=fps, crf=crf, total=frames, progress=progress)

@@ -32,17 +32,19 @@ class _Render(torch.nn.Module):
     """(images of the views with an image, opacity of the views with bounds) of one step from one
     tri-grid per ``ws`` row: ``forward(ws, labels)`` with ``pictured`` / ``bounded`` the row
     indices of each kind (a module, so graph capture sees G's parameters). Pictured views run the
-    whole generator (``synthesis``'s image); bounded ones only its renderer, at ``resolution`` rays
-    a side (their loss reads the opacity alone)."""
+    whole generator (``synthesis``'s image, its rays ``neural`` a side; None: the network's own);
+    bounded ones only its renderer, at ``resolution`` rays a side (their loss reads the opacity
+    alone)."""
 
     def __init__(self, G, deterministic: bool, render_overrides: dict | None, pictured: tuple[int, ...],
-                 bounded: tuple[int, ...], resolution: int | None, noise_mode: str = "const"):
+                 bounded: tuple[int, ...], resolution: int | None, neural: int | None = None,
+                 noise_mode: str = "const"):
         super().__init__()
         self.G = G
         self.deterministic = deterministic
         self.render_overrides = render_overrides
         self.noise_mode = noise_mode
-        self.pictured, self.bounded, self.resolution = pictured, bounded, resolution
+        self.pictured, self.bounded, self.resolution, self.neural = pictured, bounded, resolution, neural
         # Row indices live on the device from the start: made from a list at each call, they would
         # be a host-to-device copy, which a CUDA graph cannot hold.
         device = next(G.parameters()).device
@@ -57,6 +59,7 @@ class _Render(torch.nn.Module):
         if self.pictured:
             images = self.G.synthesis(self._rows(ws, self.pictured), self._rows(labels, self.pictured),
                                       planes=self._rows(planes, self.pictured), noise_mode=self.noise_mode,
+                                      neural_rendering_resolution=self.neural,
                                       deterministic=self.deterministic,
                                       render_overrides=self.render_overrides)["image"]
         if self.bounded:
@@ -70,7 +73,9 @@ class StepRenderer:
     """``renderer(ws, views) -> (images [P,3,H,W] of the P views with an image (None if none),
     opacity [B,1,r,r] of the B views with opacity bounds (None if none))``, both in the views'
     order, all from one tri-grid per ``ws`` row ([1] or one row per view). Bounded views are
-    rendered at their bounds' resolution ``r`` (opacity only: no background or super-resolution).
+    rendered at their bounds' resolution ``r`` (opacity only: no background or super-resolution);
+    the others with ``neural`` rays a side if given (the super-resolution brings the image to its
+    usual size), else the network's own.
 
     ``graphs``: capture on CUDA, with fixed ray samples (``deterministic``) and fp32/TF32 only
     (autocast's weight cache cannot live in a graph). ``render_overrides`` go to every render.
@@ -95,13 +100,14 @@ class StepRenderer:
     def used_graphs(self) -> bool:
         return bool(self._graphed) and self.fallback is None
 
-    def __call__(self, ws: torch.Tensor, views: list[TargetView]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def __call__(self, ws: torch.Tensor, views: list[TargetView],
+                 neural: int | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         pictured = tuple(i for i, v in enumerate(views) if v.opacity is None)
         bounded = tuple(i for i, v in enumerate(views) if v.opacity is not None)
         sizes = {v.opacity.shape[-1] for v in views if v.opacity is not None}
         if len(sizes) > 1:
             raise ValueError(f"the opacity bounds of one step differ in size: {sorted(sizes)}")
-        layout = (pictured, bounded, sizes.pop() if sizes else None)
+        layout = (pictured, bounded, sizes.pop() if sizes else None, neural)
         return self._render(ws, torch.cat([v.label for v in views]).to(ws.device), layout)
 
     def _module(self, layout: tuple) -> _Render:

@@ -74,9 +74,6 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True, ov
             rec.mask.save(tmp / "mask.png")
         (tmp / "label.json").write_text(json.dumps({"label": format_label(rec.label[0]),
                                                     "delta": rec.delta[0].tolist()}, indent=1) + "\n")
-        views = render_views(G, ws, [math.radians(a) for a in VIEW_YAWS_DEG], delta=delta,
-                             batch_size=batch, deterministic=True)
-        save_grid(views, tmp / "views.png", cols=4, captions=[f"yaw {a}" for a in VIEW_YAWS_DEG])
         crop = np.asarray(rec.crop.resize(front_render.shape[1::-1]))
         write_image(tmp / "front.png", _side_by_side(crop, front_render))
         back_render = to_uint8(rec.render(rec.back_label()))[0]
@@ -88,9 +85,28 @@ def write_outputs(rec, out: str | os.PathLike, progress: ProgressLike = True, ov
         timings["views"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        # The still views at yaws the turntable passes through are its frames (same camera, pitch
+        # and offset): only the others are rendered again.
+        at_frame = {a * cfg.video_frames // 360: a for a in VIEW_YAWS_DEG if a * cfg.video_frames % 360 == 0}
+        stills: dict[int, np.ndarray] = {}
+
+        def keep(index: int, frame: np.ndarray) -> None:
+            if index in at_frame:
+                stills[at_frame[index]] = frame.copy()
+
         write_turntable(G, ws, tmp / "turntable.mp4", frames=cfg.video_frames, fps=cfg.video_fps, delta=delta,
-                        batch_size=batch, progress=progress)
+                        batch_size=batch, progress=progress, on_frame=keep)
         timings["video"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        missing = [a for a in VIEW_YAWS_DEG if a not in stills]
+        if missing:
+            rendered = render_views(G, ws, [math.radians(a) for a in missing], delta=delta,
+                                    batch_size=batch, deterministic=True)
+            stills.update(zip(missing, rendered))
+        save_grid(np.stack([stills[a] for a in VIEW_YAWS_DEG]), tmp / "views.png", cols=4,
+                  captions=[f"yaw {a}" for a in VIEW_YAWS_DEG])
+        timings["views"] += time.perf_counter() - t
 
         t = time.perf_counter()
         announce(progress, "mesh")

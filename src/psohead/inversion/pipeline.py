@@ -260,7 +260,9 @@ class Reconstructor:
         s1 = project(G, views, self.perceptual, stats,
                      ProjectorConfig(num_steps=cfg.stage1.steps, initial_learning_rate=cfg.stage1.learning_rate,
                                      deterministic=cfg.rays.deterministic, cuda_graphs=cfg.runtime.cuda_graphs,
-                                     render_overrides=ro or None, preview_seconds=cfg.runtime.preview_seconds),
+                                     render_overrides=ro or None, preview_seconds=cfg.runtime.preview_seconds,
+                                     coarse_steps=cfg.stage1.coarse_steps,
+                                     coarse_resolution=cfg.stage1.coarse_resolution),
                      seed=seed, progress=progress, precision=precision, members=members, init_ws=init_ws)
         timings["stage1"] = s1.seconds
 

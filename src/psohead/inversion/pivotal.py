@@ -51,8 +51,10 @@ def tune(G, ws: torch.Tensor, views: list[TargetView], perceptual: PerceptualLos
     device = ws.device
     ws = ws.detach()
     views = [v.to(device) for v in views]
-    # fused: one kernel for all parameters on CUDA instead of a few per parameter group
-    opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=(0.9, 0.999), fused=device.type == "cuda")
+    # fused: one kernel for all parameters on CUDA instead of a few per parameter group (none
+    # without steps: a process's first torch optimiser costs about a second of imports)
+    opt = (torch.optim.Adam(params, lr=cfg.learning_rate, betas=(0.9, 0.999), fused=device.type == "cuda")
+           if cfg.num_steps > 0 else None)
     render = StepRenderer(G_t, cfg.deterministic, graphs=cfg.cuda_graphs, precision=precision,
                           render_overrides=cfg.render_overrides)
     history: dict[str, list] = {"loss": [], "lr": [], "terms": []}

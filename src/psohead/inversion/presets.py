@@ -14,9 +14,10 @@ checked when a section is made, however it is made. Presets:
   the sides and the back, with room for the hair the photo shows) and smaller video and mesh;
 * ``quality`` — ``fast`` with four stage-1 latents whose back renders are averaged, and the blend
   towards the mean head made per pixel where they disagree: a better back for a longer stage 1;
-* ``preview`` — the encoder's latent refined by ten stage-1 steps at a third of the learning rate
-  (the generator is not tuned; no mesh, a short video): seconds on a CPU, well under one on a
-  GPU, for a first look; needs an encoder for the network (the bundled model has one);
+* ``preview`` — the encoder's latent refined by twenty stage-1 steps at under half the learning
+  rate, most of them with a quarter of the rays (the generator is not tuned; no mesh, a short
+  video): about ten seconds on a CPU, well under one on a GPU, for a first look; needs an encoder
+  for the network (the bundled model has one);
 * ``auto`` — ``fast`` (from the mean latent: on real photos the encoder's guess with half the
   steps fitted the face less well, BENCHMARKS.md "Encoder").
 
@@ -59,6 +60,11 @@ class Stage1:
     official_w_std: bool = False  # reproduce the official noise scale (sqrt(2) too large) instead of the true spread
     members: int = 1  # latents optimised together, each with its own noise; the first is the pivot, the
     # mean of their back renders is the prior (with a prior or fk back)
+    # the first coarse_steps steps render coarse_resolution rays a side instead of the network's
+    # own (the super-resolution brings the image to full size): a quarter of the rays at 32² of
+    # 64², a step about a third cheaper on the CPU, while the fit is still coarse
+    coarse_steps: int = 0
+    coarse_resolution: int = 32
 
     def __post_init__(self):
         _check(self.steps >= 0, "stage1.steps", "must be >= 0", self.steps)
@@ -66,6 +72,9 @@ class Stage1:
         _check(self.learning_rate > 0, "stage1.learning_rate", "must be > 0", self.learning_rate)
         _check(self.w_avg_samples >= 1, "stage1.w_avg_samples", "must be >= 1", self.w_avg_samples)
         _check(self.members >= 1, "stage1.members", "must be >= 1", self.members)
+        _check(self.coarse_steps >= 0, "stage1.coarse_steps", "must be >= 0", self.coarse_steps)
+        _check(8 <= self.coarse_resolution <= 512, "stage1.coarse_resolution", "must be in 8..512",
+               self.coarse_resolution)
 
 
 @dataclass(frozen=True)
@@ -336,9 +345,9 @@ def coerce(value, kind, key: str):
                      f"got {value!r}")
 
 
-# preview: a few stage-1 steps from the encoder's guess, at a third of the usual learning rate
-# (the usual one overshoots from a start this close; BENCHMARKS.md "Encoder")
-PREVIEW_STEPS, PREVIEW_LR = 10, 0.03
+# preview: a few stage-1 steps from the encoder's guess at under half the usual learning rate
+# (the usual one overshoots from a start this close), most of them at 32² rays (BENCHMARKS.md "Encoder")
+PREVIEW_STEPS, PREVIEW_COARSE_STEPS, PREVIEW_LR = 20, 16, 0.04
 PRESETS = {
     "official": Preset("official"),
     "fast": Preset("fast", stage1=Stage1(steps=120, w_avg_samples=2000), stage2=Stage2(steps=80),
@@ -351,9 +360,9 @@ PRESETS = {
 PRESETS["quality"] = replace(PRESETS["fast"], name="quality", stage1=replace(PRESETS["fast"].stage1, members=4),
                              back=replace(PRESETS["fast"].back, shrink="spread", shrink_amount=4.0))
 PRESETS["preview"] = Preset("preview", stage1=Stage1(steps=PREVIEW_STEPS, init="encoder", learning_rate=PREVIEW_LR,
-                                                   w_avg_samples=2000),
+                                                   w_avg_samples=2000, coarse_steps=PREVIEW_COARSE_STEPS),
                              stage2=Stage2(steps=0), rays=Rays(deterministic=True),
-                             outputs=Outputs(video_frames=12, video_fps=8, mesh=False))
+                             outputs=Outputs(video_frames=8, video_fps=4, mesh=False))
 PRESET_NAMES = ("auto", *PRESETS)
 
 
