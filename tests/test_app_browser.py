@@ -37,6 +37,14 @@ LIVE_PREVIEW = """() => {
   return {width: c.width, height: c.height, std: Math.sqrt(sq / n - (sum / n) ** 2),
           downloads: document.querySelectorAll('#downloads a[download]').length};
 }"""
+# The first look (the encoder's preview) in the turntable and views slots while the job still runs.
+FIRST_LOOK = """() => {
+  const v = document.querySelector('#video');
+  if (!v || !v.innerText.includes('first look')) return null;
+  if (!document.querySelector('#status').innerText.startsWith('Working')) return null;
+  const video = v.querySelector('video'), views = document.querySelector('#views img');
+  return video && video.src && views && views.complete ? {video: video.src, views: views.naturalWidth} : null;
+}"""
 RECORD_LOAD = """window.__viewer = new Promise((resolve) => {
   document.addEventListener('load', (e) => { if (e.target.localName === 'model-viewer') resolve('load'); }, true);
 });"""
@@ -109,7 +117,12 @@ def test_photo_to_head_in_the_browser(app_server, browser_page, tmp_path):
     assert live["width"] == live["height"] == 128 and live["downloads"] == 0, live
     assert live["std"] > 10, live  # a picture of a head, not a blank square
     page.screenshot(path=str(tmp_path / "app_running.png"), full_page=True)
+    # the encoder's preview fills the turntable and views while the full reconstruction runs
+    first = page.wait_for_function(FIRST_LOOK, timeout=120_000).json_value()
+    assert first["views"] == 4 * 128 and first["video"].endswith("turntable.mp4"), first
+    page.screenshot(path=str(tmp_path / "app_first_look.png"), full_page=True)
     assert _status(page).startswith("Done"), page.locator("#status").inner_text()
+    assert "first look" not in page.locator("#video").inner_text()  # the full run's own turntable now
     page.locator("#live").wait_for(state="hidden", timeout=10_000)  # the results took its place
 
     page.wait_for_selector("#viewer canvas", timeout=30_000)

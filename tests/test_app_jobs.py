@@ -156,3 +156,47 @@ def test_twenty_clients_against_a_queue_of_eight(tmp_path, monkeypatch):
     finally:
         server.close()
     assert os.environ.get("GRADIO_TEMP_DIR") is not None
+
+
+class _Outputs:
+    """A stand-in pipeline: writes a turntable and views for each call and reports one step."""
+
+    def __init__(self, has_encoder=True):
+        self.has_encoder, self.calls = has_encoder, []
+
+    def __call__(self, image, out, *, preset, back="auto", extra_views=(), progress=None):
+        from psohead.progress import Progress
+
+        self.calls.append(preset)
+        out.mkdir(parents=True)
+        for name in ("turntable.mp4", "views.png", "front.png", "report.html"):
+            (out / name).write_bytes(preset.encode())
+        progress(Progress("stage1", 1, 2))
+
+
+@pytest.mark.parametrize("preset, first_look, has_encoder, calls", [
+    ("fast", True, True, ["preview", "fast"]),
+    ("fast", False, True, ["fast"]),  # psohead app --no-first-look
+    ("fast", True, False, ["fast"]),  # a network without an encoder
+    ("preview", True, True, ["preview"]),  # the preview is the job itself
+])
+def test_first_look_is_the_preview_run_before_the_jobs_own(tmp_path, preset, first_look, has_encoder, calls):
+    from psohead.app.config import AppConfig
+    from psohead.app.page import JobRunner
+
+    pipeline, jobs = _Outputs(has_encoder), JobQueue(tmp_path, QueueLimits(queue=2, ttl=60))
+    runner = JobRunner(AppConfig(first_look=first_look), pipeline, jobs)
+    job = jobs.admit()
+    seen = []
+    report = job.report
+    job.report = lambda p: (seen.append(p.stage), report(p))
+    result = runner.work(job, {"image": tmp_path / "photo.png", "back": "auto", "extra_views": ()}, preset)
+    assert pipeline.calls == calls
+    assert result.video.read_bytes() == preset.encode() and not result.first_look
+    if calls[0] == "preview" and preset != "preview":
+        look = job.first_look
+        assert look.first_look and look.glb is None and look.downloads == []
+        assert look.video == job.folder / "first-look" / "turntable.mp4" and look.video.read_bytes() == b"preview"
+        assert seen[0] == "first_look" and seen[1] == "stage1"  # its steps are shown as the first look's
+    else:
+        assert job.first_look is None and "first_look" not in seen

@@ -18,6 +18,8 @@ class AppConfig:
     port: int = 7860
     preset: str = "fast"  # the page's preset choice to start with
     overrides: dict = field(default_factory=dict)  # preset fields fixed for every job, e.g. {"stage1.steps": 20}
+    encoder: str | None = None  # the network's latent encoder file; None: the bundled one for the bundled model
+    first_look: bool = True  # where the network has an encoder, show its preview while the full run goes on
     queue: int = 8  # jobs admitted at once (running + waiting); the next one is told to try again
     concurrency: int = 1  # jobs running at once on the device
     ttl: float = 3600.0  # seconds a job's folder (results, downloads) is kept after the job finished

@@ -52,6 +52,7 @@ class Job:
         self.progress = None  # the last object the pipeline reported (stage, step, total, message)
         self.preview = None  # the last preview it carried ([H,W,3] uint8; earlier ones are dropped)
         self.result = None
+        self.first_look = None  # the results of a quick preview shown while the full run goes on, if any
         self.error: BaseException | None = None
         self._cancel = threading.Event()
         self._finished = threading.Event()

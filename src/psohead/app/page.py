@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import InputError, PsoheadError
@@ -20,14 +20,15 @@ from .uploads import accept_image
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
-STAGE_WORDS = {"preprocess": "finding and cropping the face", "stage1": "stage 1: fitting the latent code",
+STAGE_WORDS = {"first_look": "a first look (the encoder's guess)", "preprocess": "finding and cropping the face", "stage1": "stage 1: fitting the latent code",
                "pseudo_back": "rendering the pseudo back view", "stage2": "stage 2: tuning the generator",
                "views": "export: rendering the views", "video": "export: turntable video",
                "mesh": "export: extracting the mesh", "save": "export: saving the network",
                "report": "export: writing the report"}
 BACK_CHOICES = ("auto", "prior", "none", "photo")
-PRESET_CHOICES = ("fast", "quality", "official")
+PRESET_CHOICES = ("fast", "quality", "official", "preview")
 PREVIEW_SIDE = 320
+FIRST_LOOK_NOTE = " — first look: the encoder's guess, while the full reconstruction runs"
 # the live preview is as small as the network renders (128 px for the bundled model): shown at the box size
 CSS = "#status{min-height:2.5em} footer{display:none} #live img{width:100%;height:100%;object-fit:contain}"
 
@@ -93,7 +94,22 @@ class JobRunner:
             args["extra_views"] = (f"{path}:{float(extra_yaw):g}",)
         return args
 
+    def first_look(self, job, args: dict, preset: str) -> None:
+        """The encoder's preview of the photo into ``job.first_look``, before a longer preset runs
+        (where the network has an encoder and the app shows first looks): its turntable and views
+        within seconds on a CPU, while the full reconstruction takes minutes."""
+        if not self.config.first_look or preset == "preview" or not self.pipeline.has_encoder:
+            return
+        out = job.folder / "first-look"
+
+        def report(progress):  # its own stage on the page: the steps of the full run come after it
+            job.report(replace(progress, stage="first_look"))
+
+        self.pipeline(args["image"], out, preset="preview", back=args["back"], progress=report)
+        job.first_look = replace(collect(out), glb=None, downloads=[], first_look=True)  # downloads: the full run's
+
     def work(self, job, args: dict, preset: str):
+        self.first_look(job, args, preset)
         out = job.folder / "out"
         self.pipeline(args["image"], out, preset=preset, back=args["back"], extra_views=args["extra_views"],
                       progress=job.report)
@@ -102,7 +118,8 @@ class JobRunner:
 
     def run(self, photo, preset, back_mode, back_photo, extra, extra_yaw):
         """Generator behind the Reconstruct button: yields (status, job id, preview or None,
-        results or None); a preview is the job's latest, given once, while the job runs."""
+        results or None); a preview is the job's latest, given once, while the job runs; results
+        while it runs are its first look (no mesh, no downloads), given once."""
         if preset not in PRESET_CHOICES:
             yield f"⚠ unknown preset {preset!r}", None, None, None
             return
@@ -121,13 +138,14 @@ class JobRunner:
                 finished = True
                 return
             self.jobs.start(job, lambda j: self.work(j, args, preset))
-            last_line, last_preview = None, None
+            last_line, last_preview, first_look = None, None, None
             while not job.wait(POLL_SECONDS):
                 line, preview = status_line(job, self.jobs.ahead_of(job)), job.preview
                 new = preview if preview is not last_preview else None
-                if line != last_line or new is not None:
-                    last_line, last_preview = line, preview
-                    yield line, job.id, new, None
+                look = job.first_look if job.first_look is not first_look else None
+                if line != last_line or new is not None or look is not None:
+                    last_line, last_preview, first_look = line, preview, job.first_look
+                    yield line, job.id, new, look
             finished = True
             if job.state == DONE:
                 yield (f"Done in {time.time() - job.created:.0f} s. Drag the head to turn it.", job.id, None,
@@ -172,7 +190,8 @@ def build_page(runner: JobRunner):
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[photo], label="Examples")
                 preset = gr.Radio(list(PRESET_CHOICES), value=cfg.preset if cfg.preset in PRESET_CHOICES else "fast",
-                                  label="Preset", info="fast: quick; quality: better back, slower; official: the paper's 500 + 500 steps")
+                                  label="Preset", info="fast: quick; quality: better back, slower; official: the paper's "
+                                                       "500 + 500 steps; preview: the encoder's guess only, seconds, no mesh")
                 back = gr.Radio(list(BACK_CHOICES), value="auto", label="Back of the head",
                                 info="auto/prior: imagined by the model; none: front only; photo: upload one")
                 back_photo = gr.File(label="Photo of the back of the head", type="filepath", visible=False)
@@ -195,6 +214,7 @@ def build_page(runner: JobRunner):
                     front = gr.Image(label="Front: your photo | render", interactive=False, height=200)
                     back_cmp = gr.Image(label="Back: before tuning | target | final", interactive=False, height=200)
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
+        LABELS = {video: video.label, views: views.label, front: front.label, back_cmp: back_cmp.label}
 
         # Gradio 6's Model3D does not draw a value streamed by a generator: the generator hands the
         # GLB over in a State and a plain step after it shows it.
@@ -213,6 +233,8 @@ def build_page(runner: JobRunner):
                     shown = {glb: res.glb, video: res.video, views: res.views, front: res.front, back_cmp: res.back}
                     update.update({downloads: [str(p) for p in res.downloads],
                                    **{c: None if p is None else str(p) for c, p in shown.items()}})
+                    for c, label in LABELS.items():  # a first look says so on each picture
+                        update[c] = gr.update(value=update[c], label=label + (FIRST_LOOK_NOTE if res.first_look else ""))
                 yield update
             if previewed:  # the job ended: its results (or a message) take the preview's place
                 yield {live: gr.update(value=None, visible=False)}
@@ -259,7 +281,7 @@ def start(config: AppConfig, block: bool = True, pipeline=None) -> Server | None
     if pipeline is None:
         from .pipeline import Pipeline
 
-        pipeline = Pipeline(config.network, config.device, config.preset, **config.overrides)
+        pipeline = Pipeline(config.network, config.device, config.preset, encoder=config.encoder, **config.overrides)
     jobs = JobQueue(work_dir, QueueLimits(config.queue, config.concurrency, config.ttl,
                                           int(config.max_disk_mb * 1e6)), cache_dirs=(cache,))
     jobs.sweep()  # job folders an earlier server left behind

@@ -1,13 +1,15 @@
 """What one job runs: ``psohead.Reconstructor`` with the network loaded once at start-up.
 
 The page lets each job pick its preset; a Reconstructor holds one preset, so there is one per
-preset asked for, all sharing the generator loaded by the first (a Reconstructor never changes it).
+preset asked for, all sharing the generator loaded by the first (a Reconstructor never changes it)
+and the encoder, if the network has one (for the ``preview`` preset and a job's first look).
 """
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+from ..errors import PsoheadError
 from ..progress import Progress
 
 __all__ = ["Pipeline", "Progress"]
@@ -16,12 +18,15 @@ __all__ = ["Pipeline", "Progress"]
 class Pipeline:
     """``pipeline(image, out, preset=..., back=..., extra_views=..., progress=callable)``."""
 
-    def __init__(self, network: str = "default", device: str = "auto", preset: str = "fast", **overrides):
+    def __init__(self, network: str = "default", device: str = "auto", preset: str = "fast", encoder=None,
+                 **overrides):
         from ..inversion.pipeline import Reconstructor
 
         self.overrides = {k: v for k, v in overrides.items() if v is not None}
-        first = Reconstructor(network, device=device, preset=preset, overrides=self.overrides)
+        first = Reconstructor(network, device=device, preset=preset, encoder=encoder, overrides=self.overrides)
         self.G, self.device = first.G, first.device
+        # the later Reconstructors get G itself, not its name: the bundled model's encoder by name
+        self._encoder = "default" if encoder is None and first.network == "default" else encoder
         self._by_preset = {preset: first}
         self._lock = threading.Lock()
 
@@ -31,8 +36,17 @@ class Pipeline:
         with self._lock:
             if preset not in self._by_preset:
                 self._by_preset[preset] = Reconstructor(self.G, device=self.device, preset=preset,
-                                                        overrides=self.overrides)
+                                                        encoder=self._encoder, overrides=self.overrides)
             return self._by_preset[preset]
+
+    @property
+    def has_encoder(self) -> bool:
+        """Whether the network has an encoder (the ``preview`` preset and first looks need one)."""
+        try:
+            self.reconstructor("preview")
+        except PsoheadError:  # none for this network, or a damaged encoder file: no first look
+            return False
+        return True
 
     def __call__(self, image, out: str | Path, *, preset: str = "fast", back="auto", extra_views=(),
                  progress=None):

@@ -16,6 +16,7 @@ class Results:
     front: Path | None
     back: Path | None
     downloads: list[Path] = field(default_factory=list)  # the mesh files, video, report, then the zip
+    first_look: bool = False  # a quick preview shown while the job's full run goes on, not its results
 
 
 def _obj_companions(obj: Path) -> list[Path]:

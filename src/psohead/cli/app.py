@@ -16,8 +16,12 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--host", default=d.host, help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--preset", default=d.preset, choices=("fast", "quality", "official"),
+    p.add_argument("--preset", default=d.preset, choices=("fast", "quality", "official", "preview"),
                    help="the preset the page starts with")
+    p.add_argument("--encoder", default=None, help="the network's latent encoder file (psohead train-encoder); "
+                                                   "the bundled model has one")
+    p.add_argument("--no-first-look", dest="first_look", action="store_false",
+                   help="do not show the encoder's preview of each photo while its reconstruction runs")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="settings",
                    help="change a preset field for every job, as on psohead reconstruct (repeatable)")
     p.add_argument("--stage1-steps", type=int, default=None, help="= --set stage1.steps=N")
@@ -39,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from .reconstruct import preset_overrides
 
     serve(AppConfig(network=args.network, device=args.device, host=args.host, port=args.port, preset=args.preset,
-                    overrides=preset_overrides(args), queue=args.queue, concurrency=args.concurrency, ttl=args.ttl,
+                    overrides=preset_overrides(args), encoder=args.encoder, first_look=args.first_look, queue=args.queue, concurrency=args.concurrency, ttl=args.ttl,
                     work_dir=Path(args.work_dir) if args.work_dir else None, max_upload_mb=args.max_upload_mb,
                     max_megapixels=args.max_megapixels, max_disk_mb=args.max_disk_mb))
     return 0
