@@ -86,6 +86,8 @@ def test_uploads_are_checked_and_renamed(tmp_path):
 class FakePipeline:
     """Stands in for the network in the load test: a few progress steps, then small outputs."""
 
+    has_encoder = False  # no first looks
+
     def __init__(self, sample: Path):
         self.sample = sample
 

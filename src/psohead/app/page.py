@@ -266,8 +266,8 @@ class Server:
 
 
 def start(config: AppConfig, block: bool = True, pipeline=None) -> Server | None:
-    """Launch the page. ``pipeline``: what a job calls (default: :class:`Pipeline` on
-    ``config.network``, loaded here once)."""
+    """Launch the page. ``pipeline``: what a job calls, with a ``has_encoder`` attribute (default:
+    :class:`Pipeline` on ``config.network``, loaded here once)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by gradio at import and at launch
     owns = config.work_dir is None
     work_dir = Path(tempfile.mkdtemp(prefix="psohead-app-")) if owns else Path(config.work_dir).resolve()
