@@ -20,7 +20,8 @@ from .uploads import accept_image
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
-STAGE_WORDS = {"first_look": "a first look (the encoder's guess)", "preprocess": "finding and cropping the face", "stage1": "stage 1: fitting the latent code",
+STAGE_WORDS = {"first_look": "a first look (the encoder's guess)", "preprocess": "finding and cropping the face",
+               "stage1": "stage 1: fitting the latent code",
                "pseudo_back": "rendering the pseudo back view", "stage2": "stage 2: tuning the generator",
                "views": "export: rendering the views", "video": "export: turntable video",
                "mesh": "export: extracting the mesh", "save": "export: saving the network",
@@ -190,8 +191,9 @@ def build_page(runner: JobRunner):
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[photo], label="Examples")
                 preset = gr.Radio(list(PRESET_CHOICES), value=cfg.preset if cfg.preset in PRESET_CHOICES else "fast",
-                                  label="Preset", info="fast: quick; quality: better back, slower; official: the paper's "
-                                                       "500 + 500 steps; preview: the encoder's guess only, seconds, no mesh")
+                                  label="Preset",
+                                  info="fast: quick; quality: better back, slower; official: the paper's 500 + 500 "
+                                       "steps; preview: the encoder's guess only, seconds, no mesh")
                 back = gr.Radio(list(BACK_CHOICES), value="auto", label="Back of the head",
                                 info="auto/prior: imagined by the model; none: front only; photo: upload one")
                 back_photo = gr.File(label="Photo of the back of the head", type="filepath", visible=False)
@@ -234,7 +236,8 @@ def build_page(runner: JobRunner):
                     update.update({downloads: [str(p) for p in res.downloads],
                                    **{c: None if p is None else str(p) for c, p in shown.items()}})
                     for c, label in LABELS.items():  # a first look says so on each picture
-                        update[c] = gr.update(value=update[c], label=label + (FIRST_LOOK_NOTE if res.first_look else ""))
+                        note = FIRST_LOOK_NOTE if res.first_look else ""
+                        update[c] = gr.update(value=update[c], label=label + note)
                 yield update
             if previewed:  # the job ended: its results (or a message) take the preview's place
                 yield {live: gr.update(value=None, visible=False)}

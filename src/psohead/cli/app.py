@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from .reconstruct import preset_overrides
 
     serve(AppConfig(network=args.network, device=args.device, host=args.host, port=args.port, preset=args.preset,
-                    overrides=preset_overrides(args), encoder=args.encoder, first_look=args.first_look, queue=args.queue, concurrency=args.concurrency, ttl=args.ttl,
+                    overrides=preset_overrides(args), encoder=args.encoder, first_look=args.first_look,
+                    queue=args.queue, concurrency=args.concurrency, ttl=args.ttl,
                     work_dir=Path(args.work_dir) if args.work_dir else None, max_upload_mb=args.max_upload_mb,
                     max_megapixels=args.max_megapixels, max_disk_mb=args.max_disk_mb))
     return 0
