@@ -202,3 +202,16 @@ def test_first_look_is_the_preview_run_before_the_jobs_own(tmp_path, preset, fir
         assert seen[0] == "first_look" and seen[1] == "stage1"  # its steps are shown as the first look's
     else:
         assert job.first_look is None and "first_look" not in seen
+
+
+def test_app_command_passes_the_first_look_and_encoder_options(monkeypatch):
+    import psohead.app
+    from psohead.cli import main
+
+    seen = []
+    monkeypatch.setattr(psohead.app, "serve", seen.append)
+    assert main(["app", "--no-first-look", "--encoder", "enc.safetensors", "--preset", "preview"]) == 0
+    assert main(["app"]) == 0
+    (off, on) = seen
+    assert (off.first_look, off.encoder, off.preset) == (False, "enc.safetensors", "preview")
+    assert (on.first_look, on.encoder, on.preset) == (True, None, "fast")
