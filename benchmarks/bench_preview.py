@@ -1,6 +1,6 @@
-"""Preview speed: seconds per photo of ``--preset preview`` (the encoder's latent and ten stage-1 steps)
-end to end through one ``Reconstructor``: the crop and its label in, every preview output
-written (views, 12-frame turntable, report), as a person waiting for a first look would see it.
+"""Preview speed: seconds per photo of ``--preset preview`` (the encoder's latent and its refining stage-1
+steps) end to end through one ``Reconstructor``: the crop and its label in, every preview output
+written (views, turntable, report), as a person waiting for a first look would see it.
 
     python benchmarks/bench_preview.py --device cuda --network default official
     python benchmarks/bench_preview.py --device cpu --network default

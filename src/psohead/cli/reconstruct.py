@@ -16,7 +16,7 @@ def add_shared_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="auto", choices=PRESET_NAMES,
                    help="settings of the whole run; auto = fast; "
                         "quality = a better back for a longer stage 1; official = the official 500 + 500 steps; "
-                        "preview = the encoder's latent refined by 10 steps, seconds (docs/reconstruct.md)")
+                        "preview = the encoder's latent refined by a few steps, seconds (docs/reconstruct.md)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", dest="settings",
                    help="change one preset field, e.g. --set stage1.steps=60 --set outputs.video_frames=120 "
                         "(repeatable; docs/reconstruct.md lists them)")
