@@ -29,6 +29,7 @@ class Pipeline:
         self._encoder = "default" if encoder is None and first.network == "default" else encoder
         self._by_preset = {preset: first}
         self._lock = threading.Lock()
+        self._has_encoder: bool | None = None  # found out on first asking
 
     def reconstructor(self, preset: str):
         from ..inversion.pipeline import Reconstructor
@@ -41,12 +42,15 @@ class Pipeline:
 
     @property
     def has_encoder(self) -> bool:
-        """Whether the network has an encoder (the ``preview`` preset and first looks need one)."""
-        try:
-            self.reconstructor("preview")
-        except PsoheadError:  # none for this network, or a damaged encoder file: no first look
-            return False
-        return True
+        """Whether the network has an encoder (the ``preview`` preset and first looks need one);
+        found out once, not for every job."""
+        if self._has_encoder is None:
+            try:
+                self.reconstructor("preview")
+                self._has_encoder = True
+            except PsoheadError:  # none for this network, or a damaged encoder file: no first look
+                self._has_encoder = False
+        return self._has_encoder
 
     def __call__(self, image, out: str | Path, *, preset: str = "fast", back="auto", extra_views=(),
                  progress=None):
