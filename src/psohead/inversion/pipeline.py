@@ -32,7 +32,6 @@ from .precision import check_precision
 from .presets import Preset, resolve_preset
 from .projector import LatentStats, ProjectorConfig, latent_stats, project
 from .shape import crop_landmarks, fit_head, hair_room_cm, shape_views
-from .side import side_views
 from .targets import TargetView
 
 EXTRA_VIEW_WEIGHT = 1.0  # a real photo counts like the front one
@@ -278,10 +277,6 @@ class Reconstructor:
                                    ro or None)
         if not cfg.shape.stage1:
             views += shape
-        if cfg.side.weight > 0 and plan.kind != "none":
-            side_mask = mask_tensor(prepared.mask, res) if prepared.mask is not None else None
-            views += [v.to(dev) for v in side_views(G, s1.ws, front, side_mask, cfg.side.degrees, cfg.side.weight,
-                                                    ro or None)]
         timings["pseudo_back"] = time.perf_counter() - t
 
         G_t, s2 = tune(G, s1.ws, views, self.perceptual,

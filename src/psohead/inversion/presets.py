@@ -168,19 +168,6 @@ class Shape:
 
 
 @dataclass(frozen=True)
-class Side:
-    """Side pseudo-labels (:mod:`.side`): the photo warped to its camera turned either way through
-    the stage-1 pivot's surface; stage 2 fits them where the photo sees that surface."""
-
-    weight: float = 0.0  # loss weight of the two side views together (0: off)
-    degrees: float = 30.0  # how far the two cameras are turned from the photo's, either way
-
-    def __post_init__(self):
-        _check(self.weight >= 0, "side.weight", "must be >= 0", self.weight)
-        _check(5 <= self.degrees <= 60, "side.degrees", "must be in [5, 60]", self.degrees)
-
-
-@dataclass(frozen=True)
 class Outputs:
     """What is written besides the networks: views, turntable, meshes, density."""
 
@@ -237,7 +224,7 @@ class Runtime:
         _check(self.preview_seconds >= 0, "runtime.preview_seconds", "must be >= 0", self.preview_seconds)
 
 
-SECTIONS = {"stage1": Stage1, "stage2": Stage2, "rays": Rays, "back": BackPrior, "shape": Shape, "side": Side,
+SECTIONS = {"stage1": Stage1, "stage2": Stage2, "rays": Rays, "back": BackPrior, "shape": Shape,
             "outputs": Outputs, "runtime": Runtime}
 
 
@@ -252,7 +239,6 @@ class Preset:
     rays: Rays = field(default_factory=Rays)
     back: BackPrior = field(default_factory=BackPrior)
     shape: Shape = field(default_factory=Shape)
-    side: Side = field(default_factory=Side)
     outputs: Outputs = field(default_factory=Outputs)
     runtime: Runtime = field(default_factory=Runtime)
 
