@@ -150,7 +150,7 @@ def test_cli_with_network_file(tiny, tmp_path):
     (["--texture-size", "0"], "outputs.texture_size must be a power of two"),
     (["--set", "outputs.texture_size=16384"], "outputs.texture_size must be a power of two"),
     (["--mesh-faces", "-1"], "outputs.mesh_faces must be an integer >= 0"),
-    (["--no-texture", "--texture-from-photo"], "outputs.texture_from_photo needs the texture"),
+    (["--no-texture", "--texture-from-photo"], "--texture-from-photo needs the texture"),
 ])
 def test_cli_bad_mesh_options_fail_with_one_line(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -178,6 +178,14 @@ def test_mesh_flags_are_the_mesh_commands_and_the_presets():
     assert resolve_preset("fast", preset_overrides(args)).outputs.mesh_options() == expect   # reconstruct
     untextured = p.parse_args(["--no-texture"])
     assert resolve_preset("fast", preset_overrides(untextured)).outputs.mesh_options().texture is False
+    # fast takes the face from the photo where it has a texture; --no-texture and
+    # --no-texture-from-photo leave it out, psohead mesh only does it when asked
+    assert resolve_preset("fast").outputs.mesh_options().texture_from_photo is True
+    assert resolve_preset("quality").outputs.mesh_options().texture_from_photo is True
+    assert resolve_preset("fast", preset_overrides(untextured)).outputs.mesh_options().texture_from_photo is False
+    plain = p.parse_args(["--no-texture-from-photo"])
+    assert resolve_preset("fast", preset_overrides(plain)).outputs.mesh_options() == MeshOptions(resolution=128)
+    assert MeshOptions(resolution=128, **mesh_flags(p.parse_args([]))).texture_from_photo is False
     # no flag: the preset's own values, whatever --set changed
     assert resolve_preset("fast", preset_overrides(p.parse_args(["--set", "outputs.mesh_faces=7000"]))
                           ).outputs.mesh_faces == 7000

@@ -177,7 +177,7 @@ class Outputs:
     mesh_faces: int = MeshOptions.faces  # target face count of the decimated mesh (0: every marching-cubes face)
     texture: bool = True  # UV atlas + texture baked from the final renders (false: vertex colours only)
     texture_size: int | None = None  # texture side, a power of two in 256..8192; none: 8 x the image size, <= 2048
-    texture_from_photo: bool = False  # where the input photo sees the face squarely, its colours (needs texture)
+    texture_from_photo: bool = False  # where the input photo sees the face squarely, its colours (with a texture)
     mesh: bool = True  # write the head meshes (head.glb, head.obj, head.ply)
     density: bool = False  # also write the raw density grid as density.mrc
     render_batch: int | None = None  # views per render call; none: by device (more on CUDA)
@@ -194,8 +194,10 @@ class Outputs:
 
     def mesh_options(self) -> MeshOptions:
         """The options of the head meshes (``head.glb``, ``head.obj``, ``head.ply``) these outputs ask for."""
+        values = {option: getattr(self, name) for name, option in MESH_FIELDS.items()}
+        values["texture_from_photo"] = self.texture_from_photo and self.texture  # (no texture, nothing to take it to)
         try:
-            return MeshOptions(**{option: getattr(self, name) for name, option in MESH_FIELDS.items()})
+            return MeshOptions(**values)
         except MeshOptionError as err:
             name = next(n for n, option in MESH_FIELDS.items() if option == err.field)
             raise InputError(f"preset: outputs.{name} {err.problem}") from None
@@ -355,7 +357,7 @@ PRESETS = {
                    back=BackPrior(augment_degrees=45.0, augment_alternate=True, colour_match=True, colour_spread=True,
                                   mirror_average=True, shrink="flat", shrink_amount=0.1),
                    shape=Shape(weight=1.0),
-                   outputs=Outputs(video_frames=72, video_fps=24, mesh_resolution=128)),
+                   outputs=Outputs(video_frames=72, video_fps=24, mesh_resolution=128, texture_from_photo=True)),
 }
 PRESETS["quality"] = replace(PRESETS["fast"], name="quality", stage1=replace(PRESETS["fast"].stage1, members=4),
                              back=replace(PRESETS["fast"].back, shrink="spread", shrink_amount=4.0))
