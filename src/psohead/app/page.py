@@ -235,8 +235,8 @@ def build_page(runner: JobRunner):
                     shown = {glb: res.glb, video: res.video, views: res.views, front: res.front, back_cmp: res.back}
                     update.update({downloads: [str(p) for p in res.downloads],
                                    **{c: None if p is None else str(p) for c, p in shown.items()}})
-                    for c, label in LABELS.items():  # a first look says so on each picture
-                        note = FIRST_LOOK_NOTE if res.first_look else ""
+                    note = FIRST_LOOK_NOTE if res.first_look else ""  # a first look says so on each picture
+                    for c, label in LABELS.items():
                         update[c] = gr.update(value=update[c], label=label + note)
                 yield update
             if previewed:  # the job ended: its results (or a message) take the preview's place
